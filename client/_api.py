@@ -1,0 +1,88 @@
+"""The few HTTP calls the client makes, with the server's answers sorted into outcomes."""
+
+import httpx
+
+DEFAULT_ROOT = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+
+
+class DeliveryFailed(Exception):
+    """The server could not take the request now; try again later.
+
+    `retry_after` is the server's `Retry-After` in seconds, when it sent one.
+    """
+
+    def __init__(self, message, retry_after=None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Rejected(Exception):
+    """The server refused the request as invalid; sending it again will not help."""
+
+
+def _retry_after(response):
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
+
+
+class ServerApi:
+    """Callboard's REST API as the client uses it.
+
+    Args:
+        root: server root URL, e.g. `"http://127.0.0.1:8000"`.
+        headers: extra HTTP headers sent with every request.
+        token: API token, sent as `Authorization: Bearer <token>`.
+        client: an `httpx.Client` to send through (tests pass one with a
+            `httpx.MockTransport`); by default one is made for `root`.
+    """
+
+    def __init__(self, root=DEFAULT_ROOT, headers=None, token=None, client=None):
+        self.root = root.rstrip("/")
+        all_headers = dict(headers or {})
+        if token:
+            all_headers["Authorization"] = f"Bearer {token}"
+        self._client = client or httpx.Client(timeout=DEFAULT_TIMEOUT)
+        self._headers = all_headers
+
+    def _request(self, method, path, **kwargs):
+        try:
+            response = self._client.request(
+                method, self.root + path, headers=self._headers, **kwargs
+            )
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise DeliveryFailed(
+                f"server answered {response.status_code}", _retry_after(response)
+            )
+        if response.status_code in (401, 403):
+            raise DeliveryFailed(f"server answered {response.status_code}: {response.text}")
+        if response.status_code >= 400:
+            raise Rejected(f"server answered {response.status_code}: {response.text}")
+        return response.json()
+
+    def create_run(self, spec):
+        """Create the run described by `spec` (idempotent on its `uid`); return its record."""
+        return self._request("POST", "/api/v1/runs", json=spec)
+
+    def post_events(self, run_id, events):
+        return self._request("POST", f"/api/v1/runs/{run_id}/events", json={"events": events})
+
+    def heartbeat(self, run_id):
+        return self._request("POST", f"/api/v1/runs/{run_id}/heartbeat")
+
+    def control(self, run_id):
+        return self._request("GET", f"/api/v1/runs/{run_id}/control")
+
+    def acknowledge_stop(self, run_id):
+        return self._request("POST", f"/api/v1/runs/{run_id}/control/ack")
+
+    def find_run(self, name, project):
+        """Return the newest run called `name` in `project`, or None."""
+        runs = self._request(
+            "GET", "/api/v1/runs", params={"name": name, "project": project, "limit": 1}
+        )["runs"]
+        return runs[0] if runs else None

@@ -1,0 +1,196 @@
+"""Delivers a run's events from a background thread: batched, retried, spooled to disk."""
+
+import collections
+import threading
+import time
+import warnings
+
+from ._api import DeliveryFailed, Rejected
+
+MAX_BACKOFF = 30.0
+
+
+class EventSender:
+    """Sends events of one run without ever blocking the thread that submits them.
+
+    `submit()` only appends to an in-memory queue. A daemon thread registers the
+    run, posts queued events in batches, and while the server can't take them
+    writes them to the run's spool, replaying the spool once the server answers.
+    The server stores each (run, seq) once, so a retried or replayed batch is safe.
+
+    Args:
+        api: a `ServerApi`.
+        run_spec: the run to create (must carry a `uid`).
+        spool: the run's `Spool`.
+        batch_size: most events per request.
+        heartbeat_interval: seconds of silence after which a heartbeat is sent.
+        max_queue: events held in memory before they are spilled to the spool.
+    """
+
+    def __init__(
+        self, api, run_spec, spool, batch_size=500, heartbeat_interval=15.0, max_queue=10_000
+    ):
+        self.api = api
+        self.run_spec = run_spec
+        self.spool = spool
+        self.batch_size = batch_size
+        self.heartbeat_interval = heartbeat_interval
+        self.max_queue = max_queue
+        self.run_record = None
+        self._queue = collections.deque()
+        self._inflight = []
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._closing = False
+        self._failures = 0
+        self._retry_at = 0.0
+        self._last_contact = 0.0
+        self._warned = set()
+        self._thread = threading.Thread(target=self._loop, name="callboard-sender", daemon=True)
+
+    @property
+    def run_id(self):
+        return self.run_record["id"] if self.run_record else None
+
+    def start(self):
+        self._thread.start()
+
+    def submit(self, event):
+        """Queue one event; never blocks on the network."""
+        self._queue.append(event)
+        if len(self._queue) > self.max_queue:
+            self.spool.append(self._drain())
+        self._idle.clear()
+        self._wake.set()
+
+    def flush(self, timeout):
+        """Wait up to `timeout` seconds until everything submitted so far was handled."""
+        self._idle.clear()
+        self._wake.set()
+        return self._idle.wait(timeout)
+
+    def close(self, timeout=10.0):
+        """Deliver what is left within `timeout` seconds, else spool it; never hangs."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.spool.append(list(self._inflight) + self._drain())
+            self._warn_once(
+                "timeout",
+                f"Callboard server at {self.api.root} did not answer within {timeout:g}s; "
+                f"undelivered events are kept in {self.spool.path} (`callboard sync` sends them).",
+            )
+
+    def _drain(self, limit=None):
+        items = []
+        while self._queue and (limit is None or len(items) < limit):
+            items.append(self._queue.popleft())
+        return items
+
+    def _loop(self):
+        while True:
+            self._wake.wait(timeout=self._seconds_to_next_action())
+            self._wake.clear()
+            while self._queue or self._due_for_retry():
+                batch = self._drain(self.batch_size)
+                if self._in_backoff() and not self._closing:
+                    self.spool.append(batch)
+                    continue
+                self._deliver(batch)
+            if self._closing:
+                return
+            if self._idle_too_long():
+                self._heartbeat()
+            if not self._queue:
+                self._idle.set()
+
+    def _seconds_to_next_action(self):
+        now = time.monotonic()
+        if self._failures and self.spool:
+            return max(0.05, self._retry_at - now)
+        if self.run_record is None:
+            return None
+        return max(0.05, self._last_contact + self.heartbeat_interval - now)
+
+    def _in_backoff(self):
+        return self._failures > 0 and time.monotonic() < self._retry_at
+
+    def _due_for_retry(self):
+        return self._failures > 0 and not self._in_backoff() and bool(self.spool)
+
+    def _idle_too_long(self):
+        return (
+            self.run_record is not None
+            and time.monotonic() - self._last_contact >= self.heartbeat_interval
+        )
+
+    def _deliver(self, batch):
+        self._inflight = batch
+        try:
+            self._register()
+            if self.spool:
+                self._replay_spool()
+            self._post(batch)
+        except DeliveryFailed as exc:
+            self.spool.append(batch)
+            self._note_failure(exc)
+        else:
+            self._failures = 0
+            self._last_contact = time.monotonic()
+        finally:
+            self._inflight = []
+
+    def _register(self):
+        if self.run_record is None:
+            try:
+                self.run_record = self.api.create_run(self.run_spec)
+            except Rejected as exc:
+                raise DeliveryFailed(f"run was refused: {exc}") from exc
+
+    def _replay_spool(self):
+        events = self.spool.read()
+        delivered = 0
+        try:
+            for start in range(0, len(events), self.batch_size):
+                chunk = events[start : start + self.batch_size]
+                self._post(chunk)
+                delivered += len(chunk)
+        finally:
+            self.spool.discard(delivered)
+
+    def _post(self, events):
+        if not events:
+            return
+        try:
+            self.api.post_events(self.run_id, events)
+        except Rejected as exc:
+            if len(events) == 1:
+                self._warn_once(events[0].get("kind"), f"Callboard dropped an event: {exc}")
+                return
+            for event in events:
+                self._post([event])
+
+    def _heartbeat(self):
+        try:
+            self.api.heartbeat(self.run_id)
+        except (DeliveryFailed, Rejected):
+            return
+        self._last_contact = time.monotonic()
+
+    def _note_failure(self, exc):
+        self._failures += 1
+        delay = exc.retry_after
+        if delay is None:
+            delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay
+        self._warn_once(
+            "unreachable",
+            f"Callboard server at {self.api.root} is unreachable ({exc}); "
+            f"events are spooled to {self.spool.path} and sent when it answers.",
+        )
+
+    def _warn_once(self, key, message):
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)

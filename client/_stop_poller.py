@@ -1,0 +1,54 @@
+"""Polls a run's control state in a background thread and reports a requested stop once."""
+
+import threading
+
+from ._api import DeliveryFailed, Rejected
+
+
+class StopPoller:
+    """Asks the server every `interval` seconds whether the run should stop.
+
+    Args:
+        api: a `ServerApi`.
+        run_id: a callable returning the server's run id, or None while unknown.
+        on_stop: called once, from the polling thread, with the control state
+            when a stop has been requested; the stop is then acknowledged.
+        interval: seconds between polls.
+    """
+
+    def __init__(self, api, run_id, on_stop, interval=1.0):
+        self.api = api
+        self.run_id = run_id
+        self.on_stop = on_stop
+        self.interval = interval
+        self.stop_requested = False
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="callboard-stop", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def close(self):
+        self._halt.set()
+
+    def poll_once(self):
+        """Ask once; return True when a stop was requested (and report it)."""
+        if self.stop_requested:
+            return True
+        try:
+            run_id = self.run_id()
+            if run_id is None:
+                return False
+            control = self.api.control(run_id)
+            if control.get("stop_requested"):
+                self.stop_requested = True
+                self.on_stop(control)
+                self.api.acknowledge_stop(run_id)
+        except (DeliveryFailed, Rejected):
+            pass
+        return self.stop_requested
+
+    def _loop(self):
+        while not self._halt.wait(self.interval):
+            if self.poll_once():
+                return

@@ -1,0 +1,86 @@
+"""Stops a Keras `fit()` when someone presses Stop on the Callboard server."""
+
+import keras
+
+from ._active import active_run
+from ._api import DEFAULT_ROOT, ServerApi
+from ._stop_poller import StopPoller
+
+
+class RemoteStop(keras.callbacks.Callback):
+    """Polls the run's control state in the background and stops training on request.
+
+    The poll runs in a daemon thread, so it adds no per-batch hook; once a stop
+    is requested it sets `model.stop_training = True`, which `fit()` honours
+    after the current batch, acknowledges the stop, and the run ends `stopped`.
+
+    With a Callboard `RemoteMonitor` in the same `callbacks` list it follows that
+    run. Otherwise it follows the newest run named `run` in `project` (for
+    example one fed by the stock `keras.callbacks.RemoteMonitor`).
+
+    Args:
+        root: server root URL (used without a Callboard RemoteMonitor).
+        run: run name to follow (used without a Callboard RemoteMonitor).
+        project: project of that run.
+        interval: seconds between polls.
+        token: API token.
+        headers: extra HTTP headers.
+        client: an `httpx.Client` to send through (for tests).
+
+    Example:
+        ```python
+        model.fit(x, y, epochs=100,
+                  callbacks=[RemoteMonitor(run="long-job"), RemoteStop()])
+        # elsewhere: callboard stop long-job
+        ```
+    """
+
+    async_safe = True
+
+    def __init__(
+        self,
+        root=DEFAULT_ROOT,
+        run=None,
+        project="default",
+        interval=1.0,
+        token=None,
+        headers=None,
+        client=None,
+    ):
+        super().__init__()
+        self.root = root
+        self.run_name = run
+        self.project = project
+        self.interval = interval
+        self.token = token
+        self.headers = headers
+        self.client = client
+        self.stopped_remotely = False
+        self._poller = None
+        self._named_run_id = None
+
+    def on_train_begin(self, logs=None):
+        api = ServerApi(self.root, headers=self.headers, token=self.token, client=self.client)
+        self._poller = StopPoller(api, self._run_id, self._stop, self.interval)
+        self._poller.start()
+
+    def _run_id(self):
+        run = active_run(self.model)
+        if run is not None:
+            self._poller.api = run.api
+            return run.id
+        if self._named_run_id is None and self.run_name:
+            found = self._poller.api.find_run(self.run_name, self.project)
+            self._named_run_id = found["id"] if found else None
+        return self._named_run_id
+
+    def _stop(self, control):
+        self.stopped_remotely = True
+        run = active_run(self.model)
+        if run is not None:
+            run.final_status = "stopped"
+        self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self._poller is not None:
+            self._poller.close()

@@ -1,0 +1,175 @@
+"""A Callboard run for any training loop: metrics, events and remote stop."""
+
+import itertools
+import platform
+import socket
+import sys
+import time
+import uuid
+
+from ._api import DEFAULT_ROOT, ServerApi
+from ._sender import EventSender
+from ._spool import Spool, default_spool_dir
+from ._stop_poller import StopPoller
+from ._values import encode_number
+
+FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "numpy")
+
+
+def framework_versions():
+    """Versions of Python and of the ML frameworks this process has already imported."""
+    versions = {"python": platform.python_version()}
+    for name in FRAMEWORKS:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "__version__"):
+            versions[name] = str(module.__version__)
+    from callboard import __version__
+
+    versions["callboard"] = __version__
+    return versions
+
+
+def _encode_metrics(metrics):
+    return {str(k): encode_number(float(v)) for k, v in (metrics or {}).items()}
+
+
+class Run:
+    """One training run on a Callboard server, usable from any training loop.
+
+    Nothing here blocks on the network: events go to a background sender, and
+    to an on-disk spool while the server can't be reached.
+
+    Args:
+        root: server root URL.
+        name: run name; the server picks one when omitted.
+        project: project the run belongs to.
+        config: hyper-parameters (a JSON-serialisable dict).
+        tags: list of strings.
+        token: API token (`Authorization: Bearer`).
+        headers: extra HTTP headers.
+        uid: stable client-side id; pass the same uid to continue a run.
+        client: an `httpx.Client` to send through (for tests).
+        spool_dir: where undelivered events are kept.
+        stop_poll_interval: seconds between control polls for `should_stop`.
+        flush_timeout: most seconds `finish()` waits for delivery.
+
+    Example:
+        ```python
+        with Run(root="http://127.0.0.1:8000", name="baseline", config={"lr": 1e-3}) as run:
+            for epoch in range(10):
+                loss = train_one_epoch()
+                run.log({"loss": loss}, epoch=epoch)
+                if run.should_stop:
+                    break
+        ```
+    """
+
+    def __init__(
+        self,
+        root=DEFAULT_ROOT,
+        name=None,
+        project="default",
+        config=None,
+        tags=None,
+        token=None,
+        headers=None,
+        uid=None,
+        client=None,
+        spool_dir=None,
+        stop_poll_interval=1.0,
+        flush_timeout=10.0,
+        heartbeat_interval=15.0,
+    ):
+        self.uid = uid or uuid.uuid4().hex
+        self.api = ServerApi(root, headers=headers, token=token, client=client)
+        self.spec = {
+            "uid": self.uid,
+            "name": name,
+            "project": project,
+            "config": config or {},
+            "tags": list(tags or []),
+            "host": socket.gethostname(),
+            "versions": framework_versions(),
+        }
+        self.flush_timeout = flush_timeout
+        self.stop_poll_interval = stop_poll_interval
+        self.final_status = None
+        spool = Spool(spool_dir or default_spool_dir(), self.uid, {"root": self.api.root, "run": self.spec})
+        self._sender = EventSender(self.api, self.spec, spool, heartbeat_interval=heartbeat_interval)
+        self._seq = itertools.count(1)
+        self._stop_poller = None
+        self._started = False
+        self._finished = False
+
+    @property
+    def id(self):
+        """The server's id of this run, once the server has answered (else None)."""
+        return self._sender.run_id
+
+    def start(self, params=None):
+        """Open the run: start the sender and record `train_begin`."""
+        if not self._started:
+            self._started = True
+            self._sender.start()
+            self.log_event("train_begin", data=dict(params or {}))
+        return self
+
+    def log(self, metrics, step=None, epoch=None):
+        """Record metric values (numbers; NaN and infinities allowed) at a step or epoch."""
+        kind = "epoch_end" if step is None and epoch is not None else "metrics"
+        self.log_event(kind, epoch=epoch, step=step, metrics=_encode_metrics(metrics))
+
+    def log_event(self, kind, data=None, epoch=None, step=None, metrics=None):
+        """Record one event of `kind` (e.g. "checkpoint_saved") with JSON `data`."""
+        self._sender.submit(
+            {
+                "seq": next(self._seq),
+                "kind": kind,
+                "time": time.time(),
+                "epoch": epoch,
+                "step": step,
+                "metrics": metrics or {},
+                "data": data or {},
+            }
+        )
+
+    @property
+    def should_stop(self):
+        """True once a stop was requested on the server (polled in the background)."""
+        if self._stop_poller is None:
+            self._stop_poller = StopPoller(
+                self.api, lambda: self.id, self._stop_requested, self.stop_poll_interval
+            )
+            self._stop_poller.start()
+        return self._stop_poller.stop_requested
+
+    def _stop_requested(self, control):
+        self.final_status = self.final_status or "stopped"
+
+    def flush(self, timeout=None):
+        """Wait until events so far are delivered or spooled; return True if in time."""
+        return self._sender.flush(self.flush_timeout if timeout is None else timeout)
+
+    def finish(self, status=None, error=None):
+        """Close the run with `status` ("finished", "stopped" or "failed")."""
+        if self._finished:
+            return
+        self._finished = True
+        status = status or self.final_status or "finished"
+        data = {"status": status}
+        if error:
+            data["error"] = str(error)
+        self.log_event("train_end", data=data)
+        if self._stop_poller is not None:
+            self._stop_poller.close()
+        self._sender.close(self.flush_timeout)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.finish()
+        else:
+            self.finish("failed", error=f"{exc_type.__name__}: {exc}")
+        return False

@@ -1,0 +1,41 @@
+"""Alembic environment: the database URL comes from the server's settings."""
+
+from alembic import context
+from callboard.server.db import Database
+from callboard.server.models import Base
+from callboard.server.settings import Settings
+
+url = context.config.get_main_option("sqlalchemy.url") or Settings().database_url
+
+
+def run_migrations_offline():
+    context.configure(url=Database(url).url, target_metadata=Base.metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online():
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    database = Database(url)
+    with database.engine.connect() as connection:
+        _run(connection)
+    database.dispose()
+
+
+def _run(connection):
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

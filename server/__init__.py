@@ -1,0 +1,1 @@
+"""Callboard's web service: ingest, storage, query, live stream, control and dashboard."""

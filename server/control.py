@@ -1,0 +1,56 @@
+"""A run's stop state machine: none → requested → acknowledged → stopped."""
+
+import time
+
+from .ingest import add_server_event
+from .models import ENDED_STATUSES
+
+
+class StopRefused(Exception):
+    """The run cannot be stopped (it has already ended)."""
+
+
+def stop_state(run):
+    """Where the run is in the stop state machine."""
+    if run.stopped_at is not None:
+        return "stopped"
+    if run.stop_acknowledged_at is not None:
+        return "acknowledged"
+    if run.stop_requested_at is not None:
+        return "requested"
+    return "none"
+
+
+def control_state(run):
+    """The control answer clients poll: small, and cheap to compute."""
+    return {
+        "run_id": run.id,
+        "status": run.status,
+        "stop_requested": run.stop_requested_at is not None,
+        "state": stop_state(run),
+        "reason": run.stop_reason,
+        "requested_at": run.stop_requested_at,
+        "acknowledged_at": run.stop_acknowledged_at,
+        "stopped_at": run.stopped_at,
+    }
+
+
+def request_stop(session, run, reason=None):
+    """Ask the run to stop; asking again changes nothing. Refused once the run ended."""
+    if run.stop_requested_at is not None:
+        return False
+    if run.status in ENDED_STATUSES:
+        raise StopRefused(f"run {run.id} has already ended with status {run.status!r}")
+    run.stop_requested_at = time.time()
+    run.stop_reason = reason
+    add_server_event(session, run, "stop_requested", {"reason": reason})
+    return True
+
+
+def acknowledge_stop(session, run):
+    """The client has seen the stop request and is stopping `fit()`."""
+    if run.stop_requested_at is None or run.stop_acknowledged_at is not None:
+        return False
+    run.stop_acknowledged_at = time.time()
+    add_server_event(session, run, "stop_acknowledged")
+    return True

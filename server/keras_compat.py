@@ -1,0 +1,91 @@
+"""What the stock `keras.callbacks.RemoteMonitor` posts, read into an epoch of a run."""
+
+import json
+from urllib.parse import parse_qs
+
+from sqlalchemy import select
+
+from .ingest import automatic_run_name, create_run, get_or_create_project, ingest_events
+from .models import ENDED_STATUSES, Project, Run
+from .schemas import EventIn, RunCreate
+from .values import parse_number
+
+NAMED, AUTOMATIC = "keras", "keras-auto"
+
+
+class BadPost(ValueError):
+    """The body is not an epoch as the stock RemoteMonitor sends it."""
+
+
+def parse_epoch_post(body):
+    """Return `(epoch, metrics)` from a stock RemoteMonitor body, form or JSON.
+
+    The body is sniffed, not trusted to match its Content-Type. Bare `NaN`,
+    `Infinity` and `-Infinity` tokens are kept.
+
+    Example:
+        >>> parse_epoch_post(b'data=%7B%22epoch%22%3A+0%2C+%22loss%22%3A+NaN%7D')
+        (0, {'loss': nan})
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadPost("body is not UTF-8 text") from exc
+    if not text.strip():
+        raise BadPost("empty body: expected a JSON object such as {\"epoch\": 0, \"loss\": 0.5}")
+    payload = _load_json(text if text.lstrip().startswith("{") else _form_value(text))
+    if not isinstance(payload, dict):
+        raise BadPost("expected a JSON object of an epoch's logs")
+    epoch = payload.pop("epoch", None)
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise BadPost(f"'epoch' must be a non-negative integer, got {epoch!r}")
+    metrics = {}
+    for key, value in payload.items():
+        if not key or len(key) > 200:
+            raise BadPost(f"metric name {key[:50]!r} must be 1 to 200 characters")
+        try:
+            metrics[key] = parse_number(value)
+        except ValueError as exc:
+            raise BadPost(f"metric {key!r} {exc}") from None
+    return epoch, metrics
+
+
+def _form_value(text):
+    try:
+        fields = parse_qs(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError as exc:
+        raise BadPost("body is neither JSON nor a form with one JSON field") from exc
+    if "data" in fields:
+        return fields["data"][-1]
+    if len(fields) != 1:
+        raise BadPost(f"expected one form field holding the JSON, got {sorted(fields)}")
+    return next(iter(fields.values()))[-1]
+
+
+def _load_json(text):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadPost(f"invalid JSON: {exc}") from None
+
+
+def record_epoch(session, epoch, metrics, run_name=None, project="default"):
+    """Store one stock-RemoteMonitor epoch; return the run it went to.
+
+    Posts go to the newest stock-fed run of that name (or the newest unnamed
+    one); a new run starts when the epoch counter falls back, or that run ended.
+    """
+    project_row = get_or_create_project(session, project)
+    session.scalars(select(Project).where(Project.id == project_row.id).with_for_update()).one()
+    source = NAMED if run_name else AUTOMATIC
+    query = select(Run).where(Run.project_id == project_row.id, Run.source == source)
+    if run_name:
+        query = query.where(Run.name == run_name)
+    run = session.scalars(query.order_by(Run.id.desc()).limit(1).with_for_update()).first()
+    restarted = run is not None and run.last_epoch is not None and epoch <= run.last_epoch
+    if run is None or restarted or run.status in ENDED_STATUSES:
+        spec = RunCreate(name=run_name or automatic_run_name(), project=project)
+        run, _ = create_run(session, spec, source=source)
+    event = EventIn(seq=run.last_seq + 1, kind="epoch_end", epoch=epoch, metrics=metrics)
+    ingest_events(session, run, [event])
+    return run

@@ -1,0 +1,31 @@
+"""Runs that went silent: clients that stopped sending are `lost`; stock-Keras runs ended."""
+
+import time
+
+from sqlalchemy import select
+
+from .ingest import add_server_event
+from .models import Run
+
+
+def mark_silent_runs(session, lost_after_seconds, now=None):
+    """Mark running runs silent for `lost_after_seconds`; return their ids.
+
+    Runs fed by our client send heartbeats, so silence means the process is
+    gone: `lost`. Runs fed by the stock Keras RemoteMonitor have no heartbeat
+    and no train-end post, so silence is how they end: `finished`.
+    """
+    now = time.time() if now is None else now
+    silent = session.scalars(
+        select(Run)
+        .where(Run.status == "running", Run.updated_at < now - lost_after_seconds)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for run in silent:
+        if run.source == "keras":
+            run.status = "finished"
+            run.ended_at = run.updated_at
+        else:
+            run.status = "lost"
+            add_server_event(session, run, "lost", {"silent_seconds": round(now - run.updated_at)})
+    return [run.id for run in silent]

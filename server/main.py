@@ -1,0 +1,87 @@
+"""The app factory: `create_app(Settings(...))` builds a Callboard server."""
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+
+from . import migrate
+from .db import Database
+from .lifecycle import mark_silent_runs
+from .live import RUNS_CHANNEL, LiveHub, run_channel
+from .routes import control, events, health, metrics, publish, runs, stream
+from .settings import Settings
+
+log = logging.getLogger("callboard.server")
+
+
+def _sweep(database, settings):
+    with database.writer() as session:
+        ids = mark_silent_runs(session, settings.lost_after_seconds)
+        session.commit()
+        return ids
+
+
+async def _sweep_forever(app):
+    while True:
+        await asyncio.sleep(app.state.settings.sweep_interval_seconds)
+        try:
+            ids = await run_in_threadpool(_sweep, app.state.database, app.state.settings)
+        except OperationalError as exc:
+            log.warning("could not check for silent runs: %s", exc)
+            continue
+        if ids:
+            app.state.hub.publish(RUNS_CHANNEL, *(run_channel(i) for i in ids))
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    settings = app.state.settings
+    if not settings.skip_migrations:
+        await run_in_threadpool(migrate.upgrade, settings.database_url)
+    app.state.database = Database(settings.database_url)
+    sweeper = asyncio.create_task(_sweep_forever(app))
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        app.state.database.dispose()
+
+
+async def _database_busy(request: Request, exc: OperationalError):
+    log.warning("database unavailable: %s", exc)
+    return JSONResponse(
+        {"detail": "database busy or unavailable, retry shortly"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+def create_app(settings=None):
+    """Build the server for `settings` (default: from `CALLBOARD_*` variables).
+
+    Example:
+        ```python
+        import uvicorn
+        from callboard.server.main import create_app
+        from callboard.server.settings import Settings
+
+        uvicorn.run(create_app(Settings(database_url="sqlite:///runs.db")), port=8000)
+        ```
+    """
+    app = FastAPI(
+        title="Callboard",
+        summary="Live dashboard and remote control for Keras training.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or Settings()
+    app.state.hub = LiveHub()
+    app.add_exception_handler(OperationalError, _database_busy)
+    for module in (runs, events, metrics, control, stream, health):
+        app.include_router(module.router, prefix="/api/v1")
+    app.include_router(publish.router)
+    return app

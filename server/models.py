@@ -1,0 +1,107 @@
+"""The tables: projects, runs, events and metric points."""
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+RUN_STATUSES = ("running", "finished", "stopped", "failed", "lost")
+ENDED_STATUSES = ("finished", "stopped", "failed")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class Run(Base):
+    """One training run. Times are Unix seconds."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_project_created", "project_id", "created_at"),
+        Index("ix_runs_name", "name"),
+        Index("ix_runs_status_updated", "status", "updated_at"),
+        Index("ix_runs_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    source: Mapped[str] = mapped_column(String(16), default="client")
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    tags: Mapped[list] = mapped_column(JSON, default=list)
+    host: Mapped[str | None] = mapped_column(String(255))
+    versions: Mapped[dict] = mapped_column(JSON, default=dict)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    summary: Mapped[dict] = mapped_column(JSON, default=dict)
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0)
+    last_epoch: Mapped[int | None] = mapped_column(Integer)
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    ended_at: Mapped[float | None] = mapped_column(Double)
+    stop_requested_at: Mapped[float | None] = mapped_column(Double)
+    stop_reason: Mapped[str | None] = mapped_column(Text)
+    stop_acknowledged_at: Mapped[float | None] = mapped_column(Double)
+    stopped_at: Mapped[float | None] = mapped_column(Double)
+
+    project: Mapped[Project] = relationship(lazy="joined")
+
+
+class Event(Base):
+    """Something that happened in a run. `seq` is the client's; server events have none."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("run_id", "seq", name="uq_events_run_seq"),
+        Index("ix_events_run_id", "run_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(64))
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(BigInteger)
+    time: Mapped[float] = mapped_column(Double)
+    received_at: Mapped[float] = mapped_column(Double)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class MetricPoint(Base):
+    """One value of one metric at one step. A NULL value is NaN."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (Index("ix_points_run_key_step", "run_id", "key", "step"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    step: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Double)
+    time: Mapped[float] = mapped_column(Double)

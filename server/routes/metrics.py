@@ -1,0 +1,31 @@
+"""Metric keys and series of a run."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from ..deps import RunDep, SessionDep
+from ..series import read_series
+
+router = APIRouter(prefix="/runs/{run_id}/metrics", tags=["metrics"])
+
+
+@router.get("")
+def metric_keys(run: RunDep):
+    """The names of the run's metrics."""
+    return {"keys": sorted((run.summary or {}).keys())}
+
+
+@router.get("/{key:path}")
+def metric_series(
+    run: RunDep,
+    key: str,
+    session: SessionDep,
+    max_points: Annotated[int | None, Query(ge=2, le=100_000)] = None,
+    after_step: int | None = None,
+):
+    """One metric's points by step; `max_points` downsamples keeping each bucket's min and max."""
+    if key not in (run.summary or {}):
+        raise HTTPException(status_code=404, detail=f"run {run.id} has no metric {key!r}")
+    points, total = read_series(session, run.id, key, max_points, after_step)
+    return {"key": key, "points": points, "total": total, "downsampled": len(points) < total}

@@ -1,0 +1,43 @@
+"""The endpoint the stock `keras.callbacks.RemoteMonitor` posts to, unchanged."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from ..deps import DatabaseDep, HubDep
+from ..keras_compat import BadPost, parse_epoch_post, record_epoch
+from ..live import RUNS_CHANNEL, run_channel
+from ..schemas import Name
+
+router = APIRouter(tags=["keras compatibility"])
+
+
+@router.post("/publish/epoch/end/")
+async def publish_epoch_end(
+    request: Request,
+    database: DatabaseDep,
+    hub: HubDep,
+    run: Annotated[Name | None, Query(description="run name")] = None,
+    project: Annotated[Name, Query()] = "default",
+):
+    """One epoch from `keras.callbacks.RemoteMonitor` (form field or JSON body, NaN allowed).
+
+    `?run=NAME&project=P` names the run; unnamed posts go to an automatic run,
+    and a new run starts when the epoch counter falls back.
+    """
+    body = await request.body()
+    try:
+        epoch, metrics = parse_epoch_post(body)
+    except BadPost as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    run_id = await run_in_threadpool(_store, database, epoch, metrics, run, project)
+    hub.publish(run_channel(run_id), RUNS_CHANNEL)
+    return {"run_id": run_id, "epoch": epoch}
+
+
+def _store(database, epoch, metrics, run_name, project):
+    with database.writer() as session:
+        run = record_epoch(session, epoch, metrics, run_name=run_name, project=project)
+        session.commit()
+        return run.id

@@ -1,0 +1,104 @@
+"""Runs: create, list, read, heartbeat, export."""
+
+import json
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from sqlalchemy import String, cast, func, select
+
+from ..deps import HubDep, RunDep, SessionDep, WriteSessionDep
+from ..export import epochs_csv
+from ..ingest import create_run, lock_run
+from ..live import RUNS_CHANNEL, run_channel
+from ..models import Project, Run
+from ..schemas import RunCreate, RunStatus
+from ..views import run_detail, run_summary
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+SORTS = {
+    "newest": (Run.created_at.desc(), Run.id.desc()),
+    "oldest": (Run.created_at.asc(), Run.id.asc()),
+    "updated": (Run.updated_at.desc(), Run.id.desc()),
+    "name": (Run.name.asc(), Run.id.desc()),
+}
+
+
+@router.post("", status_code=201)
+def create(spec: RunCreate, session: WriteSessionDep, hub: HubDep, response: Response):
+    """Create a run; posting the same `uid` again returns the same run (200)."""
+    run, created = create_run(session, spec)
+    session.commit()
+    if created:
+        hub.publish(RUNS_CHANNEL)
+    else:
+        response.status_code = 200
+    return run_detail(run)
+
+
+@router.get("")
+def list_runs(
+    session: SessionDep,
+    name: str | None = None,
+    project: str | None = None,
+    status: RunStatus | None = None,
+    tag: str | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
+    sort: Annotated[str, Query(pattern="^(" + "|".join(SORTS) + ")$")] = "newest",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    """Runs, newest first, filtered by exact name, project, status, tag or name substring."""
+    query = select(Run).join(Project)
+    if name is not None:
+        query = query.where(Run.name == name)
+    if project is not None:
+        query = query.where(Project.name == project)
+    if status is not None:
+        query = query.where(Run.status == status)
+    if q:
+        query = query.where(Run.name.contains(q, autoescape=True))
+    if tag:
+        # Tags are a JSON list; its text holds the tag as a JSON string.
+        query = query.where(cast(Run.tags, String).contains(json.dumps(tag), autoescape=True))
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    runs = session.scalars(query.order_by(*SORTS[sort]).limit(limit).offset(offset)).all()
+    return {
+        "runs": [run_summary(run) for run in runs],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/{run_id}")
+def read_run(run: RunDep):
+    """A run: status, epochs done, last value of each metric, config, times, stop state."""
+    return run_detail(run)
+
+
+@router.post("/{run_id}/heartbeat")
+def heartbeat(run_id: int, session: WriteSessionDep, hub: HubDep):
+    """The client is alive; a `lost` run becomes `running` again."""
+    run = lock_run(session, run_id)
+    if run is None:
+        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
+    run.updated_at = time.time()
+    revived = run.status == "lost"
+    if revived:
+        run.status = "running"
+    session.commit()
+    if revived:
+        hub.publish(RUNS_CHANNEL, run_channel(run_id))
+    return {"status": run.status}
+
+
+@router.get("/{run_id}/export.csv", response_class=Response)
+def export_csv(run: RunDep, session: SessionDep):
+    """The run's epochs as CSV, in the shape Keras's CSVLogger writes."""
+    return Response(
+        epochs_csv(session, run.id),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="run-{run.id}.csv"'},
+    )

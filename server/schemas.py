@@ -1,0 +1,58 @@
+"""Request bodies, validated strictly so bad input gets a clear 422 naming the field."""
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+from .values import encode_number, parse_number
+
+MAX_EVENTS_PER_BATCH = 5000
+MAX_KEYS_PER_EVENT = 1000
+NAME_PATTERN = re.compile(r"^[^\x00-\x1f]+$")
+KIND_PATTERN = r"^[a-z][a-z0-9_.:-]{0,63}$"
+
+MetricValue = Annotated[
+    float, BeforeValidator(parse_number), PlainSerializer(encode_number, return_type=Any)
+]
+MetricKey = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunCreate(Strict):
+    uid: Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = (
+        None
+    )
+    name: Name | None = None
+    project: Name = "default"
+    config: dict[str, Any] = Field(default_factory=dict)
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=50)
+    host: Annotated[str, Field(max_length=255)] | None = None
+    versions: dict[str, Annotated[str, Field(max_length=100)]] = Field(default_factory=dict)
+
+
+class EventIn(Strict):
+    seq: int = Field(ge=1)
+    kind: Annotated[str, Field(pattern=KIND_PATTERN)]
+    time: float | None = Field(default=None, allow_inf_nan=False)
+    epoch: int | None = Field(default=None, ge=0)
+    step: int | None = Field(default=None, ge=0)
+    metrics: dict[MetricKey, MetricValue] = Field(
+        default_factory=dict, max_length=MAX_KEYS_PER_EVENT
+    )
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventBatch(Strict):
+    events: list[EventIn] = Field(max_length=MAX_EVENTS_PER_BATCH)
+
+
+class StopRequest(Strict):
+    reason: Annotated[str, Field(max_length=1000)] | None = None
+
+
+RunStatus = Literal["running", "finished", "stopped", "failed", "lost"]
