@@ -8,6 +8,8 @@ import warnings
 from ._api import DeliveryFailed, Rejected
 
 MAX_BACKOFF = 30.0
+CLOSING_ATTEMPTS = 5  # failed deliveries after close() before the spool is left for later
+CLOSING_BACKOFF = 0.5
 
 
 class EventSender:
@@ -42,6 +44,7 @@ class EventSender:
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._closing = False
+        self._closing_attempts = 0
         self._failures = 0
         self._retry_at = 0.0
         self._last_contact = 0.0
@@ -98,7 +101,7 @@ class EventSender:
                     self.spool.append(batch)
                     continue
                 self._deliver(batch)
-            if self._closing:
+            if self._closing and (not self.spool or self._closing_attempts >= CLOSING_ATTEMPTS):
                 return
             if self._idle_too_long():
                 self._heartbeat()
@@ -183,6 +186,9 @@ class EventSender:
         delay = exc.retry_after
         if delay is None:
             delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._failures - 1))
+        if self._closing:
+            self._closing_attempts += 1
+            delay = min(delay, CLOSING_BACKOFF)
         self._retry_at = time.monotonic() + delay
         self._warn_once(
             "unreachable",

@@ -1,5 +1,7 @@
 """The on-disk spool: events that could not be delivered yet, one append-only file per run."""
 
+import contextlib
+import fcntl
 import json
 import os
 import threading
@@ -25,13 +27,21 @@ class Spool:
     def __init__(self, directory, run_uid, header):
         self.path = Path(directory) / f"{run_uid}.jsonl"
         self._header = header
-        self._lock = threading.Lock()
+        self._thread_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """Exclusive across this process's threads and other processes on the machine."""
+        with self._thread_lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path.with_suffix(".lock"), "w") as lock_file:
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+                yield
 
     def append(self, events):
         if not events:
             return
-        with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock():
             new_file = not self.path.exists()
             with open(self.path, "a", encoding="utf-8") as f:
                 if new_file:
@@ -46,16 +56,17 @@ class Spool:
 
     def read(self):
         """Return the spooled events in the order they were written."""
-        with self._lock:
+        with self._lock():
             return read_spool_file(self.path)[1]
 
     def discard(self, delivered_count):
         """Forget the first `delivered_count` events, keeping any appended since."""
-        with self._lock:
+        with self._lock():
             header, events = read_spool_file(self.path)
             rest = events[delivered_count:]
             if not rest:
                 self.path.unlink(missing_ok=True)
+                self.path.with_suffix(".lock").unlink(missing_ok=True)
                 return
             tmp = self.path.with_suffix(".tmp")
             with open(tmp, "w", encoding="utf-8") as f:
@@ -82,3 +93,8 @@ def read_spool_file(path):
     except FileNotFoundError:
         pass
     return header, events
+
+
+def spool_files(directory=None):
+    """The spool files waiting in `directory` (default: the machine's spool)."""
+    return sorted(Path(directory or default_spool_dir()).glob("*.jsonl"))

@@ -33,7 +33,8 @@ def parse_epoch_post(body):
         raise BadPost("body is not UTF-8 text") from exc
     if not text.strip():
         raise BadPost("empty body: expected a JSON object such as {\"epoch\": 0, \"loss\": 0.5}")
-    payload = _load_json(text if text.lstrip().startswith("{") else _form_value(text))
+    looks_like_json = text.lstrip()[0] in "{["
+    payload = _load_json(text if looks_like_json else _form_value(text))
     if not isinstance(payload, dict):
         raise BadPost("expected a JSON object of an epoch's logs")
     epoch = payload.pop("epoch", None)
@@ -81,7 +82,7 @@ def record_epoch(session, epoch, metrics, run_name=None, project="default"):
     query = select(Run).where(Run.project_id == project_row.id, Run.source == source)
     if run_name:
         query = query.where(Run.name == run_name)
-    run = session.scalars(query.order_by(Run.id.desc()).limit(1).with_for_update()).first()
+    run = session.scalars(query.order_by(Run.id.desc()).limit(1).with_for_update(of=Run)).first()
     restarted = run is not None and run.last_epoch is not None and epoch <= run.last_epoch
     if run is None or restarted or run.status in ENDED_STATUSES:
         spec = RunCreate(name=run_name or automatic_run_name(), project=project)

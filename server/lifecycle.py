@@ -19,7 +19,7 @@ def mark_silent_runs(session, lost_after_seconds, now=None):
     silent = session.scalars(
         select(Run)
         .where(Run.status == "running", Run.updated_at < now - lost_after_seconds)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=Run)
     ).all()
     for run in silent:
         if run.source == "keras":

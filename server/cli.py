@@ -1,0 +1,205 @@
+"""The `callboard` command line: serve, inspect and stop runs, run the demo, migrate."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .settings import Settings
+
+app = typer.Typer(help="Callboard: live dashboard and remote control for Keras training.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL (else CALLBOARD_DATABASE_URL, else ./callboard.db)."),
+]
+
+
+def settings_for(db):
+    return Settings(database_url=db) if db else Settings()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    db: DbOption = None,
+):
+    """Run the server (dashboard at /, API docs at /docs)."""
+    import uvicorn
+
+    from .main import create_app
+
+    settings = settings_for(db)
+    console.print(f"Callboard on http://{host}:{port}  (database: {settings.database_url})")
+    uvicorn.run(create_app(settings), host=host, port=port, timeout_graceful_shutdown=3)
+
+
+def _open_database(db):
+    from . import migrate
+    from .db import Database
+
+    settings = settings_for(db)
+    migrate.upgrade(settings.database_url)
+    return Database(settings.database_url)
+
+
+def _find_run(session, run):
+    from sqlalchemy import select
+
+    from .models import Run
+
+    found = session.get(Run, int(run)) if run.isdigit() else None
+    if found is None:
+        found = session.scalars(
+            select(Run).where(Run.name == run).order_by(Run.id.desc()).limit(1)
+        ).first()
+    if found is None:
+        console.print(f"[red]No run {run!r}[/red] (give an id or a name; see `callboard runs`).")
+        raise typer.Exit(1)
+    return found
+
+
+@app.command()
+def runs(
+    db: DbOption = None,
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    limit: Annotated[int, typer.Option(help="Most runs to show.")] = 30,
+):
+    """List runs, newest first."""
+    from sqlalchemy import select
+
+    from .models import Project, Run
+    from .views import last_values
+
+    database = _open_database(db)
+    with database.reader() as session:
+        query = select(Run).join(Project).order_by(Run.created_at.desc(), Run.id.desc())
+        if project:
+            query = query.where(Project.name == project)
+        if status:
+            query = query.where(Run.status == status)
+        table = Table("id", "name", "project", "status", "epochs", "last values")
+        for run in session.scalars(query.limit(limit)):
+            values = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in last_values(run).items()
+            )
+            table.add_row(str(run.id), run.name, run.project.name, run.status,
+                          str(run.epochs_done), values)
+    console.print(table)
+
+
+@app.command()
+def stop(
+    run: Annotated[str, typer.Argument(help="Run id or name (the newest run of that name).")],
+    reason: Annotated[str | None, typer.Option(help="Why, shown on the run.")] = None,
+    db: DbOption = None,
+):
+    """Ask a running training to stop at its next batch."""
+    from .control import StopRefused, request_stop
+    from .ingest import lock_run
+
+    database = _open_database(db)
+    with database.writer() as session:
+        target = lock_run(session, _find_run(session, run).id)
+        try:
+            request_stop(session, target, reason)
+        except StopRefused as exc:
+            console.print(f"[yellow]{exc}[/yellow]")
+            raise typer.Exit(1) from None
+        session.commit()
+        console.print(f"Stop requested for run {target.id} ({target.name}).")
+
+
+@app.command()
+def export(
+    run: Annotated[str, typer.Argument(help="Run id or name.")],
+    csv: Annotated[bool, typer.Option("--csv", help="CSV, as Keras's CSVLogger writes.")] = True,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write.")] = None,
+    db: DbOption = None,
+):
+    """Export a run's epochs (CSV) to a file or standard output."""
+    from .export import epochs_csv
+
+    database = _open_database(db)
+    with database.reader() as session:
+        text = epochs_csv(session, _find_run(session, run).id)
+    if output:
+        output.write_text(text)
+        console.print(f"Wrote {output}")
+    else:
+        typer.echo(text, nl=False)
+
+
+@app.command()
+def sync(
+    root: Annotated[str | None, typer.Option(help="Server to send to (else each run's own).")] = None,
+    token: Annotated[str | None, typer.Option(envvar="CALLBOARD_TOKEN", help="API token.")] = None,
+):
+    """Send events that clients on this machine spooled while the server was unreachable."""
+    from callboard.client.sync import sync as replay
+
+    results = replay(root=root, token=token)
+    if not results:
+        console.print("Nothing to send: the spool is empty.")
+    failed = False
+    for path, outcome in results.items():
+        if isinstance(outcome, Exception):
+            failed = True
+            console.print(f"[red]{path.name}: {outcome}[/red]")
+        else:
+            console.print(f"{path.name}: sent {outcome} events")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port of the demo server.")] = 8000,
+    epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 30,
+    db: DbOption = None,
+    root: Annotated[
+        str | None, typer.Option(help="Train against this running server instead of starting one.")
+    ] = None,
+    keep_serving: Annotated[
+        bool, typer.Option("--keep-serving/--exit", help="Keep the server up after training.")
+    ] = True,
+):
+    """Start a server and train a small real Keras model against it, live."""
+    from .demo import run_demo
+
+    run_demo(settings_for(db), port=port, epochs=epochs, root=root, keep_serving=keep_serving)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    db: DbOption = None,
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+):
+    """Bring the database schema up to date."""
+    from . import migrate
+
+    url = settings_for(db).database_url
+    migrate.upgrade(url, revision)
+    console.print(f"Database at revision {migrate.current_revision(url)}.")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision ('base' empties it).")],
+    db: DbOption = None,
+):
+    """Take the database schema back to an older revision."""
+    from . import migrate
+
+    url = settings_for(db).database_url
+    migrate.downgrade(url, revision)
+    console.print(f"Database at revision {migrate.current_revision(url)}.")

@@ -1,0 +1,66 @@
+"""An in-memory stand-in for the Callboard API, served through `httpx.MockTransport`."""
+
+import json
+
+import httpx
+
+
+class FakeServer:
+    """Records runs and events like the real server (each (run, seq) once).
+
+    `fail_next(n, status)` makes the next n requests fail; `down = True` refuses all.
+    """
+
+    def __init__(self):
+        self.runs = {}
+        self.events = {}
+        self.requests = []
+        self.down = False
+        self.failures = []
+        self.stop_requested = False
+        self.acknowledged = False
+        self.reject_kinds = set()
+
+    def fail_next(self, count, status=500, headers=None):
+        self.failures.extend([(status, headers or {})] * count)
+
+    def client(self):
+        return httpx.Client(transport=httpx.MockTransport(self.handle))
+
+    def stored(self, run_id=1):
+        return [self.events[run_id][seq] for seq in sorted(self.events.get(run_id, {}))]
+
+    def handle(self, request):
+        self.requests.append(request)
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if self.failures:
+            status, headers = self.failures.pop(0)
+            return httpx.Response(status, headers=headers, json={"detail": "failing on purpose"})
+        path = request.url.path
+        body = json.loads(request.content) if request.content else None
+        if path == "/api/v1/runs" and request.method == "POST":
+            for run_id, spec in self.runs.items():
+                if spec["uid"] == body["uid"]:
+                    return httpx.Response(200, json={"id": run_id, **spec})
+            run_id = len(self.runs) + 1
+            self.runs[run_id] = body
+            self.events[run_id] = {}
+            return httpx.Response(201, json={"id": run_id, **body})
+        parts = path.split("/")
+        run_id = int(parts[4])
+        if parts[-1] == "events":
+            if any(event["kind"] in self.reject_kinds for event in body["events"]):
+                return httpx.Response(422, json={"detail": "rejected kind"})
+            fresh = [e for e in body["events"] if e["seq"] not in self.events[run_id]]
+            for event in fresh:
+                self.events[run_id][event["seq"]] = event
+            return httpx.Response(200, json={"accepted": len(fresh)})
+        if parts[-1] == "control":
+            return httpx.Response(200, json={"stop_requested": self.stop_requested})
+        if parts[-1] == "ack":
+            self.acknowledged = True
+            return httpx.Response(200, json={"state": "acknowledged"})
+        if parts[-1] == "heartbeat":
+            return httpx.Response(200, json={"status": "running"})
+        return httpx.Response(404, json={"detail": "not found"})

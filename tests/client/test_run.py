@@ -1,0 +1,106 @@
+import math
+import time
+
+import pytest
+
+from callboard.client import Run
+from callboard.client._spool import read_spool_file, spool_files
+from callboard.client.sync import sync
+
+from .fake_server import FakeServer
+
+
+@pytest.fixture
+def server():
+    return FakeServer()
+
+
+def make_run(server, **kwargs):
+    return Run(root="http://callboard.test", name="unit", client=server.client(), **kwargs)
+
+
+def test_events_arrive_once_in_order_with_non_finite_values_named(server):
+    with make_run(server, config={"lr": 0.1}) as run:
+        run.log({"loss": 0.5}, epoch=0)
+        run.log({"loss": math.nan, "grad": math.inf}, epoch=1)
+    events = server.stored()
+    assert [e["kind"] for e in events] == ["train_begin", "epoch_end", "epoch_end", "train_end"]
+    assert [e["seq"] for e in events] == [1, 2, 3, 4]
+    assert events[2]["metrics"] == {"loss": "NaN", "grad": "Infinity"}
+    assert events[-1]["data"] == {"status": "finished"}
+    assert server.runs[1]["config"] == {"lr": 0.1}
+    assert server.runs[1]["name"] == "unit"
+
+
+def test_an_exception_in_the_block_ends_the_run_failed(server):
+    with pytest.raises(ZeroDivisionError), make_run(server):
+        1 / 0
+    assert server.stored()[-1]["data"]["status"] == "failed"
+    assert "ZeroDivisionError" in server.stored()[-1]["data"]["error"]
+
+
+def test_server_errors_are_retried_and_nothing_is_lost_or_duplicated(server):
+    server.fail_next(3, status=503)
+    with make_run(server) as run:
+        for epoch in range(20):
+            run.log({"loss": float(epoch)}, epoch=epoch)
+    epochs = [e["epoch"] for e in server.stored() if e["kind"] == "epoch_end"]
+    assert epochs == list(range(20))
+
+
+def test_retry_after_is_honoured(server):
+    server.fail_next(1, status=429, headers={"Retry-After": "0.6"})
+    run = make_run(server).start()
+    run.flush(5)
+    first_failure = time.monotonic()
+    run.log({"loss": 1.0}, epoch=0)
+    run.flush(5)
+    assert not server.stored()
+    while len(server.stored()) < 2 and time.monotonic() - first_failure < 5:
+        run.log({"loss": 2.0}, epoch=1)
+        run.flush(5)
+        time.sleep(0.05)
+    assert time.monotonic() - first_failure >= 0.5
+    run.finish()
+    assert [e["epoch"] for e in server.stored() if e["kind"] == "epoch_end"][:2] == [0, 1]
+
+
+def test_unreachable_server_spools_to_disk_and_sync_delivers_later(server, _spool_dir):
+    server.down = True
+    run = make_run(server, flush_timeout=2)
+    started = time.monotonic()
+    with run:
+        for epoch in range(5):
+            run.log({"loss": 1.0 / (epoch + 1)}, epoch=epoch)
+    assert time.monotonic() - started < 3
+    [path] = spool_files(_spool_dir)
+    header, events = read_spool_file(path)
+    assert header["run"]["uid"] == run.uid
+    assert len(events) == 7
+    server.down = False
+    results = sync(_spool_dir, client=server.client())
+    assert results == {path: 7}
+    assert [e["seq"] for e in server.stored()] == list(range(1, 8))
+    assert not spool_files(_spool_dir)
+
+
+def test_a_rejected_event_is_dropped_alone(server):
+    server.reject_kinds = {"bad_kind"}
+    with make_run(server) as run:
+        run.log_event("bad_kind")
+        run.log({"loss": 1.0}, epoch=0)
+    kinds = [e["kind"] for e in server.stored()]
+    assert kinds == ["train_begin", "epoch_end", "train_end"]
+
+
+def test_should_stop_follows_the_server_and_acknowledges(server):
+    run = make_run(server, stop_poll_interval=0.05).start()
+    assert run.should_stop is False
+    server.stop_requested = True
+    deadline = time.monotonic() + 5
+    while not run.should_stop and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.should_stop
+    assert server.acknowledged
+    run.finish()
+    assert server.stored()[-1]["data"]["status"] == "stopped"

@@ -1,0 +1,149 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), an in-process app, real servers."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import httpx
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CALLBOARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+TABLES = ("metric_points", "events", "runs", "projects")
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def _spool_dir(tmp_path, monkeypatch):
+    """Keep every client's spool inside the test's own folder."""
+    monkeypatch.setenv("CALLBOARD_SPOOL_DIR", str(tmp_path / "spool"))
+    return tmp_path / "spool"
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    import psycopg
+
+    name = f"callboard_test_{uuid.uuid4().hex[:10]}"
+    admin = POSTGRES_ADMIN_URL
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """An empty, migrated database: a SQLite file, or the session's PostgreSQL emptied."""
+    from callboard.server import migrate
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'callboard.db'}"
+        migrate.upgrade(url)
+        return url
+    url = request.getfixturevalue("postgres_url")
+    migrate.upgrade(url)
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    return url
+
+
+@pytest.fixture
+def settings(database_url):
+    from callboard.server.settings import Settings
+
+    return Settings(database_url=database_url, skip_migrations=True, sweep_interval_seconds=0.2)
+
+
+@pytest.fixture
+def api(settings):
+    """A TestClient on a fresh app (SQLite and PostgreSQL), lifespan included."""
+    from fastapi.testclient import TestClient
+
+    from callboard.server.main import create_app
+
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+class ServerProcess:
+    """`callboard serve` in a child process on a free port; can be killed and restarted."""
+
+    def __init__(self, database_url, port=None, env=None):
+        self.database_url = database_url
+        self.port = port or free_port()
+        self.root = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.process = None
+
+    def start(self, timeout=60):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "callboard.server", "serve", "--port", str(self.port),
+             "--db", self.database_url],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()}")
+            try:
+                if httpx.get(self.root + "/api/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not answer in time")
+
+    def kill(self):
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """Make real servers: `server_factory()` on a fresh SQLite file, or `(database_url)`."""
+    servers = []
+
+    def make(database_url=None, **kwargs):
+        url = database_url or f"sqlite:///{tmp_path / f'server{len(servers)}.db'}"
+        server = ServerProcess(url, **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """One real server for the session, on its SQLite default, at `live_server.root`."""
+    path = tmp_path_factory.mktemp("live") / "callboard.db"
+    server = ServerProcess(f"sqlite:///{path}").start()
+    yield server
+    server.stop()

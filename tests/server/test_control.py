@@ -1,0 +1,35 @@
+from .helpers import create_run, post_events
+
+
+def test_stop_walks_requested_acknowledged_stopped(api):
+    run_id = create_run(api)
+    assert api.get(f"/api/v1/runs/{run_id}/control").json()["state"] == "none"
+    requested = api.post(f"/api/v1/runs/{run_id}/stop", json={"reason": "diverging"}).json()
+    assert requested["stop_requested"] and requested["state"] == "requested"
+    assert requested["reason"] == "diverging" and requested["requested_at"]
+    again = api.post(f"/api/v1/runs/{run_id}/stop", json={"reason": "other"}).json()
+    assert again["requested_at"] == requested["requested_at"] and again["reason"] == "diverging"
+    acked = api.post(f"/api/v1/runs/{run_id}/control/ack").json()
+    assert acked["state"] == "acknowledged" and acked["acknowledged_at"]
+    post_events(api, run_id, {"seq": 1, "kind": "train_end", "data": {"status": "finished"}})
+    detail = api.get(f"/api/v1/runs/{run_id}").json()
+    assert detail["status"] == "stopped"
+    assert detail["control"]["state"] == "stopped" and detail["control"]["stopped_at"]
+    kinds = [e["kind"] for e in api.get(f"/api/v1/runs/{run_id}/events").json()["events"]]
+    assert kinds == ["stop_requested", "stop_acknowledged", "train_end"]
+
+
+def test_stop_without_body_and_on_ended_or_missing_runs(api):
+    run_id = create_run(api)
+    assert api.post(f"/api/v1/runs/{run_id}/stop").status_code == 200
+    ended = create_run(api)
+    post_events(api, ended, {"seq": 1, "kind": "train_end", "data": {"status": "finished"}})
+    refused = api.post(f"/api/v1/runs/{ended}/stop")
+    assert refused.status_code == 409 and "already ended" in refused.json()["detail"]
+    assert api.post("/api/v1/runs/999/stop").status_code == 404
+    assert api.post(f"/api/v1/runs/{run_id}/stop", json={"reason": "x" * 2000}).status_code == 422
+
+
+def test_acknowledging_without_a_request_changes_nothing(api):
+    run_id = create_run(api)
+    assert api.post(f"/api/v1/runs/{run_id}/control/ack").json()["state"] == "none"

@@ -1,0 +1,94 @@
+from .helpers import create_run, epoch_event, post_events
+
+
+def test_creating_a_run_is_idempotent_on_its_uid(api):
+    spec = {"uid": "client-uid-1", "name": "a", "project": "p", "config": {"lr": 0.01},
+            "tags": ["x"], "host": "gpu1", "versions": {"keras": "3.15"}}
+    first = api.post("/api/v1/runs", json=spec)
+    again = api.post("/api/v1/runs", json=spec)
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    run = api.get(f"/api/v1/runs/{first.json()['id']}").json()
+    assert (run["config"], run["tags"], run["host"], run["project"]) == (
+        {"lr": 0.01}, ["x"], "gpu1", "p")
+    assert run["versions"] == {"keras": "3.15"}
+    assert api.get("/api/v1/runs").json()["total"] == 1
+
+
+def test_a_run_without_a_name_gets_one(api):
+    run = api.post("/api/v1/runs", json={}).json()
+    assert run["name"].startswith("run-") and run["status"] == "running"
+
+
+def test_a_retried_batch_is_stored_once(api):
+    run_id = create_run(api)
+    batch = [epoch_event(1, 0, loss=0.9), epoch_event(2, 1, loss=0.8)]
+    assert post_events(api, run_id, *batch)["accepted"] == 2
+    again = post_events(api, run_id, *batch, epoch_event(3, 2, loss=0.7))
+    assert (again["accepted"], again["duplicates"]) == (1, 2)
+    events = api.get(f"/api/v1/runs/{run_id}/events").json()["events"]
+    assert [e["seq"] for e in events] == [1, 2, 3]
+    points = api.get(f"/api/v1/runs/{run_id}/metrics/loss").json()["points"]
+    assert [(p["step"], p["value"]) for p in points] == [(0, 0.9), (1, 0.8), (2, 0.7)]
+
+
+def test_non_finite_values_are_kept(api):
+    run_id = create_run(api)
+    post_events(api, run_id, epoch_event(1, 0, loss="NaN", a="Infinity", b="-Infinity", c=1))
+    run = api.get(f"/api/v1/runs/{run_id}").json()
+    assert run["last"] == {"loss": "NaN", "a": "Infinity", "b": "-Infinity", "c": 1.0}
+    points = api.get(f"/api/v1/runs/{run_id}/metrics/b").json()["points"]
+    assert points[0]["value"] == "-Infinity"
+
+
+def test_run_status_follows_train_end(api):
+    run_id = create_run(api)
+    post_events(api, run_id, {"seq": 1, "kind": "train_begin", "data": {"epochs": 5}},
+                epoch_event(2, 0, loss=1.0))
+    detail = api.get(f"/api/v1/runs/{run_id}").json()
+    assert (detail["status"], detail["epochs"], detail["epochs_done"]) == ("running", 5, 1)
+    post_events(api, run_id, {"seq": 3, "kind": "train_end",
+                              "data": {"status": "failed", "error": "ValueError: boom"}})
+    detail = api.get(f"/api/v1/runs/{run_id}").json()
+    assert detail["status"] == "failed" and detail["error"] == "ValueError: boom"
+    assert detail["ended_at"] is not None
+
+
+def test_bad_batches_get_a_clear_422_and_store_nothing(api):
+    run_id = create_run(api)
+    bad_batches = [
+        ([{"seq": 1, "kind": "epoch_end", "metrics": {"loss": "abc"}}], "loss"),
+        ([{"seq": 0, "kind": "epoch_end"}], "seq"),
+        ([{"seq": 1, "kind": "Bad Kind!"}], "kind"),
+        ([{"seq": 1, "kind": "epoch_end", "metrics": {"loss": True}}], "loss"),
+        ([{"seq": 1, "kind": "epoch_end", "surprise": 1}], "surprise"),
+        ([epoch_event(1, 0, loss=1.0), {"seq": 2, "kind": "epoch_end", "epoch": -1}], "epoch"),
+    ]
+    for events, field in bad_batches:
+        response = api.post(f"/api/v1/runs/{run_id}/events", json={"events": events})
+        assert response.status_code == 422, events
+        assert field in response.text
+    assert api.post(f"/api/v1/runs/{run_id}/events", content=b"{not json").status_code == 422
+    assert api.get(f"/api/v1/runs/{run_id}/events").json()["events"] == []
+    assert api.get(f"/api/v1/runs/{run_id}").json()["epochs_done"] == 0
+
+
+def test_posting_to_a_missing_run_is_404(api):
+    response = api.post("/api/v1/runs/999/events", json={"events": [epoch_event(1, 0, l=1)]})
+    assert response.status_code == 404
+    assert response.json() == {"detail": "run 999 not found"}
+
+
+def test_a_lost_run_that_reports_again_is_running(api, settings):
+    import time
+
+    settings.lost_after_seconds = 0.3
+    run_id = create_run(api)
+    deadline = time.monotonic() + 5
+    while api.get(f"/api/v1/runs/{run_id}").json()["status"] != "lost":
+        assert time.monotonic() < deadline, "the sweeper never marked the run lost"
+        time.sleep(0.1)
+    kinds = [e["kind"] for e in api.get(f"/api/v1/runs/{run_id}/events").json()["events"]]
+    assert kinds == ["lost"]
+    post_events(api, run_id, epoch_event(1, 0, loss=1.0))
+    assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == "running"
