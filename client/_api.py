@@ -55,9 +55,7 @@ class ServerApi:
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code == 429 or response.status_code >= 500:
-            raise DeliveryFailed(
-                f"server answered {response.status_code}", _retry_after(response)
-            )
+            raise DeliveryFailed(f"server answered {response.status_code}", _retry_after(response))
         if response.status_code in (401, 403):
             raise DeliveryFailed(f"server answered {response.status_code}: {response.text}")
         if response.status_code >= 400:

@@ -94,8 +94,12 @@ class Run:
         self.flush_timeout = flush_timeout
         self.stop_poll_interval = stop_poll_interval
         self.final_status = None
-        spool = Spool(spool_dir or default_spool_dir(), self.uid, {"root": self.api.root, "run": self.spec})
-        self._sender = EventSender(self.api, self.spec, spool, heartbeat_interval=heartbeat_interval)
+        spool = Spool(
+            spool_dir or default_spool_dir(), self.uid, {"root": self.api.root, "run": self.spec}
+        )
+        self._sender = EventSender(
+            self.api, self.spec, spool, heartbeat_interval=heartbeat_interval
+        )
         self._seq = itertools.count(1)
         self._stop_poller = None
         self._started = False

@@ -1,5 +1,7 @@
 """Replaying spooled events: what a client could not deliver, sent once the server answers."""
 
+import contextlib
+
 from ._api import DeliveryFailed, Rejected, ServerApi
 from ._spool import Spool, read_spool_file, spool_files
 
@@ -23,10 +25,8 @@ def replay_spool_file(path, root=None, token=None, client=None, batch_size=500):
                 api.post_events(record["id"], chunk)
             except Rejected:
                 for event in chunk:
-                    try:
+                    with contextlib.suppress(Rejected):
                         api.post_events(record["id"], [event])
-                    except Rejected:
-                        pass
             delivered += len(chunk)
     finally:
         Spool(path.parent, path.stem, header).discard(delivered)

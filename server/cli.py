@@ -9,8 +9,11 @@ from rich.table import Table
 
 from .settings import Settings
 
-app = typer.Typer(help="Callboard: live dashboard and remote control for Keras training.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Callboard: live dashboard and remote control for Keras training.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 console = Console()
@@ -92,8 +95,9 @@ def runs(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in last_values(run).items()
             )
-            table.add_row(str(run.id), run.name, run.project.name, run.status,
-                          str(run.epochs_done), values)
+            table.add_row(
+                str(run.id), run.name, run.project.name, run.status, str(run.epochs_done), values
+            )
     console.print(table)
 
 
@@ -141,7 +145,9 @@ def export(
 
 @app.command()
 def sync(
-    root: Annotated[str | None, typer.Option(help="Server to send to (else each run's own).")] = None,
+    root: Annotated[
+        str | None, typer.Option(help="Server to send to (else each run's own).")
+    ] = None,
     token: Annotated[str | None, typer.Option(envvar="CALLBOARD_TOKEN", help="API token.")] = None,
 ):
     """Send events that clients on this machine spooled while the server was unreachable."""

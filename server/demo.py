@@ -15,7 +15,10 @@ def start_server_thread(settings, host, port):
     from .main import create_app
 
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="warning",
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
         timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
@@ -33,32 +36,40 @@ def train_demo_model(root, epochs, run_name="demo"):
     """Train a small classifier on synthetic data, reporting to `root`; return its History."""
     import keras
     import numpy as np
-
-    from callboard.client import (
-        EarlyStopping,
-        ReduceLROnPlateau,
-        RemoteMonitor,
-        RemoteStop,
-    )
+    from callboard.client import RemoteMonitor, RemoteStop
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4096, 20)).astype("float32")
     y = (x[:, :5].sum(axis=1) + 0.5 * rng.normal(size=4096) > 0).astype("float32")
     model = keras.Sequential(
-        [keras.Input((20,)), keras.layers.Dense(32, activation="relu"),
-         keras.layers.Dense(1, activation="sigmoid")]
+        [
+            keras.Input((20,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
     )
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"]
+    )
     slow_down = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: time.sleep(0.5))
     return model.fit(
-        x, y, validation_split=0.2, epochs=epochs, batch_size=64, verbose=2,
+        x,
+        y,
+        validation_split=0.2,
+        epochs=epochs,
+        batch_size=64,
+        verbose=2,
         callbacks=[
-            RemoteMonitor(root=root, run=run_name, project="demo", batch_frequency=5,
-                          config={"optimizer": "adam", "learning_rate": 1e-3, "hidden": 32}),
+            RemoteMonitor(
+                root=root,
+                run=run_name,
+                project="demo",
+                batch_frequency=5,
+                config={"optimizer": "adam", "learning_rate": 1e-3, "hidden": 32},
+            ),
             RemoteStop(),
-            ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3),
-            EarlyStopping(monitor="val_loss", patience=8),
+            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=8),
             slow_down,
         ],
     )
@@ -69,9 +80,13 @@ def run_demo(settings, port=8000, epochs=30, root=None, keep_serving=True):
     if root is None:
         server = start_server_thread(settings, "127.0.0.1", port)
         root = f"http://127.0.0.1:{port}"
-        console.print(f"Callboard is serving [bold]{root}[/bold]  (database {settings.database_url})")
-    console.print(f"Training a small Keras model; watch it live at {root}/ "
-                  f"and press Stop there (or run `callboard stop demo`).")
+        console.print(
+            f"Callboard is serving [bold]{root}[/bold]  (database {settings.database_url})"
+        )
+    console.print(
+        f"Training a small Keras model; watch it live at {root}/ "
+        f"and press Stop there (or run `callboard stop demo`)."
+    )
     train_demo_model(root, epochs)
     console.print(f"Training done. The run is at {root}/  —  REST: {root}/api/v1/runs")
     if server is None or not keep_serving:

@@ -69,7 +69,9 @@ def create_run(session, spec, source="client"):
 
 def lock_run(session, run_id):
     """Load run `run_id` for update (row lock on PostgreSQL), or None."""
-    return session.scalars(select(Run).where(Run.id == run_id).with_for_update(of=Run)).one_or_none()
+    return session.scalars(
+        select(Run).where(Run.id == run_id).with_for_update(of=Run)
+    ).one_or_none()
 
 
 def ingest_events(session, run, events):

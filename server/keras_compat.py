@@ -32,7 +32,7 @@ def parse_epoch_post(body):
     except UnicodeDecodeError as exc:
         raise BadPost("body is not UTF-8 text") from exc
     if not text.strip():
-        raise BadPost("empty body: expected a JSON object such as {\"epoch\": 0, \"loss\": 0.5}")
+        raise BadPost('empty body: expected a JSON object such as {"epoch": 0, "loss": 0.5}')
     looks_like_json = text.lstrip()[0] in "{["
     payload = _load_json(text if looks_like_json else _form_value(text))
     if not isinstance(payload, dict):

@@ -1,5 +1,7 @@
 """Remote control of a run: request a stop, poll the control state, acknowledge."""
 
+from typing import Annotated
+
 from fastapi import APIRouter, Body, HTTPException
 
 from ..control import StopRefused, acknowledge_stop, control_state, request_stop
@@ -20,7 +22,10 @@ def _locked(session, run_id):
 
 @router.post("/stop")
 def stop(
-    run_id: int, session: WriteSessionDep, hub: HubDep, request: StopRequest | None = Body(None)
+    run_id: int,
+    session: WriteSessionDep,
+    hub: HubDep,
+    request: Annotated[StopRequest | None, Body()] = None,
 ):
     """Ask the run to stop at its next batch; asking twice is harmless."""
     run = _locked(session, run_id)

@@ -2,7 +2,6 @@ import math
 import time
 
 import pytest
-
 from callboard.client import Run
 from callboard.client._spool import read_spool_file, spool_files
 from callboard.client.sync import sync
@@ -34,7 +33,7 @@ def test_events_arrive_once_in_order_with_non_finite_values_named(server):
 
 def test_an_exception_in_the_block_ends_the_run_failed(server):
     with pytest.raises(ZeroDivisionError), make_run(server):
-        1 / 0
+        raise ZeroDivisionError("boom")
     assert server.stored()[-1]["data"]["status"] == "failed"
     assert "ZeroDivisionError" in server.stored()[-1]["data"]["error"]
 

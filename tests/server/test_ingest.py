@@ -2,15 +2,26 @@ from .helpers import create_run, epoch_event, post_events
 
 
 def test_creating_a_run_is_idempotent_on_its_uid(api):
-    spec = {"uid": "client-uid-1", "name": "a", "project": "p", "config": {"lr": 0.01},
-            "tags": ["x"], "host": "gpu1", "versions": {"keras": "3.15"}}
+    spec = {
+        "uid": "client-uid-1",
+        "name": "a",
+        "project": "p",
+        "config": {"lr": 0.01},
+        "tags": ["x"],
+        "host": "gpu1",
+        "versions": {"keras": "3.15"},
+    }
     first = api.post("/api/v1/runs", json=spec)
     again = api.post("/api/v1/runs", json=spec)
     assert first.status_code == 201 and again.status_code == 200
     assert first.json()["id"] == again.json()["id"]
     run = api.get(f"/api/v1/runs/{first.json()['id']}").json()
     assert (run["config"], run["tags"], run["host"], run["project"]) == (
-        {"lr": 0.01}, ["x"], "gpu1", "p")
+        {"lr": 0.01},
+        ["x"],
+        "gpu1",
+        "p",
+    )
     assert run["versions"] == {"keras": "3.15"}
     assert api.get("/api/v1/runs").json()["total"] == 1
 
@@ -43,12 +54,19 @@ def test_non_finite_values_are_kept(api):
 
 def test_run_status_follows_train_end(api):
     run_id = create_run(api)
-    post_events(api, run_id, {"seq": 1, "kind": "train_begin", "data": {"epochs": 5}},
-                epoch_event(2, 0, loss=1.0))
+    post_events(
+        api,
+        run_id,
+        {"seq": 1, "kind": "train_begin", "data": {"epochs": 5}},
+        epoch_event(2, 0, loss=1.0),
+    )
     detail = api.get(f"/api/v1/runs/{run_id}").json()
     assert (detail["status"], detail["epochs"], detail["epochs_done"]) == ("running", 5, 1)
-    post_events(api, run_id, {"seq": 3, "kind": "train_end",
-                              "data": {"status": "failed", "error": "ValueError: boom"}})
+    post_events(
+        api,
+        run_id,
+        {"seq": 3, "kind": "train_end", "data": {"status": "failed", "error": "ValueError: boom"}},
+    )
     detail = api.get(f"/api/v1/runs/{run_id}").json()
     assert detail["status"] == "failed" and detail["error"] == "ValueError: boom"
     assert detail["ended_at"] is not None

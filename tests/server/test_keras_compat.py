@@ -3,7 +3,6 @@ import math
 from urllib.parse import urlencode
 
 import pytest
-
 from callboard.server.keras_compat import BadPost, parse_epoch_post
 
 
@@ -53,7 +52,8 @@ def post_epoch(api, epoch, query="", as_json=False, headers=None, **logs):
     else:
         content, content_type = form(payload), "application/x-www-form-urlencoded"
     response = api.post(
-        f"/publish/epoch/end/{query}", content=content,
+        f"/publish/epoch/end/{query}",
+        content=content,
         headers={"Content-Type": content_type, **(headers or {})},
     )
     assert response.status_code == 200, response.text
@@ -61,8 +61,10 @@ def post_epoch(api, epoch, query="", as_json=False, headers=None, **logs):
 
 
 def test_named_posts_build_one_run_and_restart_opens_another(api):
-    first = [post_epoch(api, epoch, "?run=mnist&project=lab", loss=1.0 / (epoch + 1))
-             for epoch in range(3)]
+    first = [
+        post_epoch(api, epoch, "?run=mnist&project=lab", loss=1.0 / (epoch + 1))
+        for epoch in range(3)
+    ]
     assert len(set(first)) == 1
     run = api.get(f"/api/v1/runs/{first[0]}").json()
     assert (run["name"], run["project"], run["epochs_done"]) == ("mnist", "lab", 3)
@@ -81,8 +83,9 @@ def test_unnamed_posts_go_to_an_automatic_run(api):
 
 
 def test_mislabelled_form_body_is_sniffed(api):
-    run_id = post_epoch(api, 0, "?run=mislabelled", headers={"Content-Type": "application/json"},
-                        loss=0.25)
+    run_id = post_epoch(
+        api, 0, "?run=mislabelled", headers={"Content-Type": "application/json"}, loss=0.25
+    )
     points = api.get(f"/api/v1/runs/{run_id}/metrics/loss").json()["points"]
     assert points[0]["value"] == 0.25
 

@@ -33,16 +33,22 @@ def test_runs_list_filters_sorts_and_pages(api):
 
 def test_run_detail_and_metric_keys(api):
     run_id = create_run(api, "detail", config={"lr": 0.1, "layers": [64, 32]})
-    post_events(api, run_id, epoch_event(1, 0, loss=1.0, val_loss=1.5),
-                epoch_event(2, 1, loss=0.5, val_loss=0.9),
-                {"seq": 3, "kind": "batch_end", "epoch": 2, "step": 250,
-                 "metrics": {"batch/loss": 0.4}})
+    post_events(
+        api,
+        run_id,
+        epoch_event(1, 0, loss=1.0, val_loss=1.5),
+        epoch_event(2, 1, loss=0.5, val_loss=0.9),
+        {"seq": 3, "kind": "batch_end", "epoch": 2, "step": 250, "metrics": {"batch/loss": 0.4}},
+    )
     detail = api.get(f"/api/v1/runs/{run_id}").json()
     assert detail["epochs_done"] == 2 and detail["last_epoch"] == 1
     assert detail["last"] == {"batch/loss": 0.4, "loss": 0.5, "val_loss": 0.9}
     assert detail["config"] == {"lr": 0.1, "layers": [64, 32]}
     assert api.get(f"/api/v1/runs/{run_id}/metrics").json()["keys"] == [
-        "batch/loss", "loss", "val_loss"]
+        "batch/loss",
+        "loss",
+        "val_loss",
+    ]
     series = api.get(f"/api/v1/runs/{run_id}/metrics/batch/loss").json()
     assert series["points"][0]["step"] == 250 and series["points"][0]["epoch"] == 2
     assert api.get(f"/api/v1/runs/{run_id}/metrics/nope").status_code == 404
@@ -57,8 +63,12 @@ def test_downsampling_bounds_points_and_keeps_spikes(api):
     values[4321] = -7.0
     values[2000] = math.nan
     events = [
-        {"seq": s + 1, "kind": "metrics", "step": s,
-         "metrics": {"loss": "NaN" if math.isnan(v) else v}}
+        {
+            "seq": s + 1,
+            "kind": "metrics",
+            "step": s,
+            "metrics": {"loss": "NaN" if math.isnan(v) else v},
+        }
         for s, v in enumerate(values)
     ]
     for start in range(0, steps, 2500):
@@ -83,8 +93,14 @@ def test_csv_export_matches_keras_csv_logger(api, tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse", metrics=["mae"])
     path = tmp_path / "log.csv"
-    history = model.fit(x, y, epochs=3, verbose=0, validation_split=0.25,
-                        callbacks=[keras.callbacks.CSVLogger(str(path))])
+    history = model.fit(
+        x,
+        y,
+        epochs=3,
+        verbose=0,
+        validation_split=0.25,
+        callbacks=[keras.callbacks.CSVLogger(str(path))],
+    )
     run_id = create_run(api)
     for epoch in range(3):
         logs = {k: v[epoch] for k, v in history.history.items()}
@@ -101,9 +117,13 @@ def test_csv_export_matches_keras_csv_logger(api, tmp_path):
 
 def test_events_filter_by_kind_and_page_by_id(api):
     run_id = create_run(api)
-    post_events(api, run_id, {"seq": 1, "kind": "train_begin"}, epoch_event(2, 0, loss=1.0),
-                {"seq": 3, "kind": "checkpoint_saved", "epoch": 0,
-                 "data": {"path": "/tmp/m.keras"}})
+    post_events(
+        api,
+        run_id,
+        {"seq": 1, "kind": "train_begin"},
+        epoch_event(2, 0, loss=1.0),
+        {"seq": 3, "kind": "checkpoint_saved", "epoch": 0, "data": {"path": "/tmp/m.keras"}},
+    )
     events = api.get(f"/api/v1/runs/{run_id}/events").json()["events"]
     assert [e["kind"] for e in events] == ["train_begin", "epoch_end", "checkpoint_saved"]
     assert events[2]["data"] == {"path": "/tmp/m.keras"}
