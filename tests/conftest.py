@@ -75,9 +75,8 @@ def settings(database_url):
 @pytest.fixture
 def api(settings):
     """A TestClient on a fresh app (SQLite and PostgreSQL), lifespan included."""
-    from fastapi.testclient import TestClient
-
     from callboard.server.main import create_app
+    from fastapi.testclient import TestClient
 
     with TestClient(create_app(settings)) as client:
         yield client
@@ -95,9 +94,19 @@ class ServerProcess:
 
     def start(self, timeout=60):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "callboard.server", "serve", "--port", str(self.port),
-             "--db", self.database_url],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "callboard.server",
+                "serve",
+                "--port",
+                str(self.port),
+                "--db",
+                self.database_url,
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
