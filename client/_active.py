@@ -18,3 +18,31 @@ def active_run(model):
         return _runs_by_model.get(model)
     except TypeError:
         return None
+
+
+_resume_uids = weakref.WeakKeyDictionary()
+
+
+def set_resume_uid(model, uid):
+    """Ask the next `RemoteMonitor` of `model` to continue run `uid` (None forgets the hint).
+
+    `BackupAndRestore` sets this in `set_model`, before any `on_train_begin`, when
+    training resumes from a backup of a run that reported to Callboard.
+    """
+    try:
+        if uid is None:
+            _resume_uids.pop(model, None)
+        else:
+            _resume_uids[model] = uid
+    except TypeError:
+        pass
+
+
+def resume_uid(model):
+    """Return the uid of the run that training of `model` resumes, or None."""
+    if model is None:
+        return None
+    try:
+        return _resume_uids.get(model)
+    except TypeError:
+        return None

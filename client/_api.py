@@ -45,12 +45,12 @@ class ServerApi:
         if token:
             all_headers["Authorization"] = f"Bearer {token}"
         self._client = client or httpx.Client(timeout=DEFAULT_TIMEOUT)
-        self._headers = all_headers
+        self.headers = all_headers
 
     def _request(self, method, path, **kwargs):
         try:
             response = self._client.request(
-                method, self.root + path, headers=self._headers, **kwargs
+                method, self.root + path, headers=self.headers, **kwargs
             )
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc

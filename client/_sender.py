@@ -10,6 +10,7 @@ from ._api import DeliveryFailed, Rejected
 MAX_BACKOFF = 30.0
 CLOSING_ATTEMPTS = 5  # failed deliveries after close() before the spool is left for later
 CLOSING_BACKOFF = 0.5
+STALLED_AFTER = 1.0  # seconds a request may hang before close() stops waiting for it
 
 
 class EventSender:
@@ -41,6 +42,7 @@ class EventSender:
         self.run_record = None
         self._queue = collections.deque()
         self._inflight = []
+        self._inflight_since = None
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._closing = False
@@ -49,6 +51,7 @@ class EventSender:
         self._retry_at = 0.0
         self._last_contact = 0.0
         self._warned = set()
+        self._replayed_idle_spools = False
         self._thread = threading.Thread(target=self._loop, name="callboard-sender", daemon=True)
 
     @property
@@ -76,14 +79,20 @@ class EventSender:
         """Deliver what is left within `timeout` seconds, else spool it; never hangs."""
         self._closing = True
         self._wake.set()
+        if self._stalled():
+            timeout = 0  # the server hangs: don't make training wait for it
         self._thread.join(timeout)
         if self._thread.is_alive():
             self.spool.append(list(self._inflight) + self._drain())
             self._warn_once(
                 "timeout",
-                f"Callboard server at {self.api.root} did not answer within {timeout:g}s; "
+                f"Callboard server at {self.api.root} is not answering; "
                 f"undelivered events are kept in {self.spool.path} (`callboard sync` sends them).",
             )
+
+    def _stalled(self):
+        since = self._inflight_since
+        return since is not None and time.monotonic() - since > STALLED_AFTER
 
     def _drain(self, limit=None):
         items = []
@@ -130,6 +139,7 @@ class EventSender:
 
     def _deliver(self, batch):
         self._inflight = batch
+        self._inflight_since = time.monotonic()
         try:
             self._register()
             if self.spool:
@@ -141,8 +151,24 @@ class EventSender:
         else:
             self._failures = 0
             self._last_contact = time.monotonic()
+            self._replay_idle_spools_once()
         finally:
             self._inflight = []
+            self._inflight_since = None
+
+    def _replay_idle_spools_once(self):
+        if self._replayed_idle_spools:
+            return
+        self._replayed_idle_spools = True
+        from .sync import replay_idle_spools
+
+        threading.Thread(
+            target=replay_idle_spools,
+            args=(self.spool.path.parent, self.spool.path),
+            kwargs={"headers": self.api.headers},
+            name="callboard-replay",
+            daemon=True,
+        ).start()
 
     def _register(self):
         if self.run_record is None:

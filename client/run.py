@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 
+from . import _exit_guard
 from ._api import DEFAULT_ROOT, ServerApi
 from ._sender import EventSender
 from ._spool import Spool, default_spool_dir
@@ -114,6 +115,7 @@ class Run:
         """Open the run: start the sender and record `train_begin`."""
         if not self._started:
             self._started = True
+            _exit_guard.guard(self)
             self._sender.start()
             self.log_event("train_begin", data=dict(params or {}))
         return self
@@ -159,6 +161,7 @@ class Run:
         if self._finished:
             return
         self._finished = True
+        _exit_guard.release(self)
         status = status or self.final_status or "finished"
         data = {"status": status}
         if error:

@@ -1,12 +1,13 @@
 """Replaying spooled events: what a client could not deliver, sent once the server answers."""
 
 import contextlib
+import time
 
 from ._api import DeliveryFailed, Rejected, ServerApi
 from ._spool import Spool, read_spool_file, spool_files
 
 
-def replay_spool_file(path, root=None, token=None, client=None, batch_size=500):
+def replay_spool_file(path, root=None, token=None, client=None, headers=None, batch_size=500):
     """Send one spool file's run and events; return how many events were delivered.
 
     Delivered events leave the file (and an emptied file is removed). Raises
@@ -15,7 +16,7 @@ def replay_spool_file(path, root=None, token=None, client=None, batch_size=500):
     header, events = read_spool_file(path)
     if header is None:
         return 0
-    api = ServerApi(root or header["root"], token=token, client=client)
+    api = ServerApi(root or header["root"], headers=headers, token=token, client=client)
     record = api.create_run(header["run"])
     delivered = 0
     try:
@@ -47,3 +48,19 @@ def sync(directory=None, root=None, token=None, client=None):
         except (DeliveryFailed, Rejected) as exc:
             results[path] = exc
     return results
+
+
+def replay_idle_spools(directory, skip=None, idle_seconds=30.0, headers=None):
+    """Replay spool files nobody has written to for `idle_seconds` (left by ended processes).
+
+    Every client does this once it reaches its server, so spooled events of a
+    killed training arrive without anyone running `callboard sync`.
+    """
+    for path in spool_files(directory):
+        try:
+            idle = time.time() - path.stat().st_mtime >= idle_seconds
+        except FileNotFoundError:
+            continue
+        if path != skip and idle:
+            with contextlib.suppress(DeliveryFailed, Rejected):
+                replay_spool_file(path, headers=headers)

@@ -1,0 +1,52 @@
+"""Ends open runs when the process dies: an uncaught exception marks them `failed`.
+
+Keras calls no callback when an exception escapes `fit()`, so open runs are
+closed from `sys.excepthook` (with the error) and, failing that, at exit.
+"""
+
+import atexit
+import sys
+import threading
+import weakref
+
+_open_runs = weakref.WeakSet()
+_lock = threading.Lock()
+_installed = False
+
+
+def _describe(exc_type, exc):
+    return f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__
+
+
+def _finish_all(status, error):
+    for run in list(_open_runs):
+        try:
+            run.finish(status, error=error)
+        except Exception:  # never let our cleanup hide the user's error
+            pass
+
+
+def _install():
+    global _installed
+    previous_hook = sys.excepthook
+
+    def excepthook(exc_type, exc, tb):
+        _finish_all("failed", _describe(exc_type, exc))
+        previous_hook(exc_type, exc, tb)
+
+    sys.excepthook = excepthook
+    atexit.register(_finish_all, "failed", "the process exited before the run finished")
+    _installed = True
+
+
+def guard(run):
+    """Close `run` as failed if the process dies before `run.finish()`."""
+    with _lock:
+        if not _installed:
+            _install()
+        _open_runs.add(run)
+
+
+def release(run):
+    """`run` finished normally; stop guarding it."""
+    _open_runs.discard(run)
