@@ -5,6 +5,7 @@ closed from `sys.excepthook` (with the error) and, failing that, at exit.
 """
 
 import atexit
+import contextlib
 import sys
 import threading
 import weakref
@@ -20,10 +21,8 @@ def _describe(exc_type, exc):
 
 def _finish_all(status, error):
     for run in list(_open_runs):
-        try:
+        with contextlib.suppress(Exception):  # never let our cleanup hide the user's error
             run.finish(status, error=error)
-        except Exception:  # never let our cleanup hide the user's error
-            pass
 
 
 def _install():

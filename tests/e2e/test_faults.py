@@ -12,7 +12,6 @@ import time
 
 import httpx
 import keras
-
 from callboard.client import RemoteMonitor
 from callboard.client._spool import read_spool_file, spool_files
 
