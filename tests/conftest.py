@@ -1,14 +1,10 @@
 """Shared fixtures: databases (SQLite and PostgreSQL), an in-process app, real servers."""
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 
-import httpx
 import pytest
+from callboard.server.process import ServerProcess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -17,12 +13,6 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "CALLBOARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
 TABLES = ("metric_points", "events", "runs", "projects")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -80,57 +70,6 @@ def api(settings):
 
     with TestClient(create_app(settings)) as client:
         yield client
-
-
-class ServerProcess:
-    """`callboard serve` in a child process on a free port; can be killed and restarted."""
-
-    def __init__(self, database_url, port=None, env=None):
-        self.database_url = database_url
-        self.port = port or free_port()
-        self.root = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
-        self.process = None
-
-    def start(self, timeout=60):
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "callboard.server",
-                "serve",
-                "--port",
-                str(self.port),
-                "--db",
-                self.database_url,
-            ],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()}")
-            try:
-                if httpx.get(self.root + "/api/v1/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not answer in time")
-
-    def kill(self):
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
