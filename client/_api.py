@@ -1,5 +1,7 @@
 """The few HTTP calls the client makes, with the server's answers sorted into outcomes."""
 
+import threading
+
 import httpx
 
 DEFAULT_ROOT = "http://127.0.0.1:8000"
@@ -44,14 +46,23 @@ class ServerApi:
         all_headers = dict(headers or {})
         if token:
             all_headers["Authorization"] = f"Bearer {token}"
-        self._client = client or httpx.Client(timeout=DEFAULT_TIMEOUT)
+        self._client = client
+        self._client_lock = threading.Lock()
         self.headers = all_headers
+
+    @property
+    def client(self):
+        """The HTTP client, made on first use (off the training thread, as a rule)."""
+        with self._client_lock:
+            if self._client is None:
+                # Loading CA certificates costs ~50 ms; plain-HTTP servers don't need them.
+                verify = self.root.startswith("https:")
+                self._client = httpx.Client(timeout=DEFAULT_TIMEOUT, verify=verify)
+            return self._client
 
     def _request(self, method, path, **kwargs):
         try:
-            response = self._client.request(
-                method, self.root + path, headers=self.headers, **kwargs
-            )
+            response = self.client.request(method, self.root + path, headers=self.headers, **kwargs)
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code == 429 or response.status_code >= 500:

@@ -10,7 +10,7 @@ from ._api import DeliveryFailed, Rejected
 MAX_BACKOFF = 30.0
 CLOSING_ATTEMPTS = 5  # failed deliveries after close() before the spool is left for later
 CLOSING_BACKOFF = 0.5
-STALLED_AFTER = 1.0  # seconds a request may hang before close() stops waiting for it
+STALLED_AFTER = 0.5  # seconds a request may hang before close() stops waiting for it
 
 
 class EventSender:
@@ -26,17 +26,26 @@ class EventSender:
         run_spec: the run to create (must carry a `uid`).
         spool: the run's `Spool`.
         batch_size: most events per request.
+        batch_window: most seconds a non-urgent event waits to share a request.
         heartbeat_interval: seconds of silence after which a heartbeat is sent.
         max_queue: events held in memory before they are spilled to the spool.
     """
 
     def __init__(
-        self, api, run_spec, spool, batch_size=500, heartbeat_interval=15.0, max_queue=10_000
+        self,
+        api,
+        run_spec,
+        spool,
+        batch_size=500,
+        batch_window=0.5,
+        heartbeat_interval=15.0,
+        max_queue=10_000,
     ):
         self.api = api
         self.run_spec = run_spec
         self.spool = spool
         self.batch_size = batch_size
+        self.batch_window = batch_window
         self.heartbeat_interval = heartbeat_interval
         self.max_queue = max_queue
         self.run_record = None
@@ -61,13 +70,18 @@ class EventSender:
     def start(self):
         self._thread.start()
 
-    def submit(self, event):
-        """Queue one event; never blocks on the network."""
+    def submit(self, event, urgent=True):
+        """Queue one event; never blocks on the network.
+
+        Urgent events are sent at once; others wait up to `batch_window` seconds
+        to travel together, sparing the server a request per batch.
+        """
         self._queue.append(event)
         if len(self._queue) > self.max_queue:
             self.spool.append(self._drain())
         self._idle.clear()
-        self._wake.set()
+        if urgent:
+            self._wake.set()
 
     def flush(self, timeout):
         """Wait up to `timeout` seconds until everything submitted so far was handled."""
@@ -79,9 +93,9 @@ class EventSender:
         """Deliver what is left within `timeout` seconds, else spool it; never hangs."""
         self._closing = True
         self._wake.set()
-        if self._stalled():
-            timeout = 0  # the server hangs: don't make training wait for it
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive() and time.monotonic() < deadline and not self._stalled():
+            self._thread.join(0.01)  # a request pending for long means a hung server: stop waiting
         if self._thread.is_alive():
             self.spool.append(list(self._inflight) + self._drain())
             self._warn_once(
@@ -119,11 +133,14 @@ class EventSender:
 
     def _seconds_to_next_action(self):
         now = time.monotonic()
+        deadlines = []
+        if self._queue:
+            deadlines.append(self._last_contact + self.batch_window)
         if self._failures and self.spool:
-            return max(0.05, self._retry_at - now)
-        if self.run_record is None:
-            return None
-        return max(0.05, self._last_contact + self.heartbeat_interval - now)
+            deadlines.append(self._retry_at)
+        if self.run_record is not None:
+            deadlines.append(self._last_contact + self.heartbeat_interval)
+        return max(0.01, min(deadlines) - now) if deadlines else None
 
     def _in_backoff(self):
         return self._failures > 0 and time.monotonic() < self._retry_at

@@ -123,10 +123,19 @@ class Run:
     def log(self, metrics, step=None, epoch=None):
         """Record metric values (numbers; NaN and infinities allowed) at a step or epoch."""
         kind = "epoch_end" if step is None and epoch is not None else "metrics"
-        self.log_event(kind, epoch=epoch, step=step, metrics=_encode_metrics(metrics))
+        self.log_event(
+            kind,
+            epoch=epoch,
+            step=step,
+            metrics=_encode_metrics(metrics),
+            urgent=kind == "epoch_end",
+        )
 
-    def log_event(self, kind, data=None, epoch=None, step=None, metrics=None):
-        """Record one event of `kind` (e.g. "checkpoint_saved") with JSON `data`."""
+    def log_event(self, kind, data=None, epoch=None, step=None, metrics=None, urgent=True):
+        """Record one event of `kind` (e.g. "checkpoint_saved") with JSON `data`.
+
+        Non-urgent events (per-batch metrics) may wait a moment to share a request.
+        """
         self._sender.submit(
             {
                 "seq": next(self._seq),
@@ -136,7 +145,8 @@ class Run:
                 "step": step,
                 "metrics": metrics or {},
                 "data": data or {},
-            }
+            },
+            urgent=urgent,
         )
 
     @property

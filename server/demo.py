@@ -36,6 +36,7 @@ def train_demo_model(root, epochs, run_name="demo"):
     """Train a small classifier on synthetic data, reporting to `root`; return its History."""
     import keras
     import numpy as np
+
     from callboard.client import RemoteMonitor, RemoteStop
 
     rng = np.random.default_rng(0)

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-import callboard.migrations
 from alembic import command
 from alembic.config import Config
+
+import callboard.migrations
 
 
 def alembic_config(database_url):

@@ -4,6 +4,7 @@ import os
 import uuid
 
 import pytest
+
 from callboard.server.process import ServerProcess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -65,8 +66,9 @@ def settings(database_url):
 @pytest.fixture
 def api(settings):
     """A TestClient on a fresh app (SQLite and PostgreSQL), lifespan included."""
-    from callboard.server.main import create_app
     from fastapi.testclient import TestClient
+
+    from callboard.server.main import create_app
 
     with TestClient(create_app(settings)) as client:
         yield client

@@ -2,6 +2,7 @@ import math
 import time
 
 import pytest
+
 from callboard.client import Run
 from callboard.client._spool import read_spool_file, spool_files
 from callboard.client.sync import sync

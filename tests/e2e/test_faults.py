@@ -12,6 +12,7 @@ import time
 
 import httpx
 import keras
+
 from callboard.client import RemoteMonitor
 from callboard.client._spool import read_spool_file, spool_files
 from callboard.server.process import ServerProcess, free_port
@@ -132,8 +133,10 @@ def test_hung_server_neither_blocks_fit_nor_loses_epochs(_spool_dir):
         hung.close()
     [path] = spool_files(_spool_dir)
     _, events = read_spool_file(path)
-    kinds = [event["kind"] for event in events]
-    assert kinds.count("epoch_end") == 5 and kinds[-1] == "train_end"
+    # A request that failed late may spool its events a second time: the server dedupes.
+    epochs = {event["epoch"] for event in events if event["kind"] == "epoch_end"}
+    assert epochs == set(range(5))
+    assert "train_end" in {event["kind"] for event in events}
 
 
 class FlakyTransport(httpx.BaseTransport):

@@ -9,6 +9,7 @@ import uuid
 
 import httpx
 import keras
+
 from callboard.client import RemoteMonitor, RemoteStop
 
 from .training import inject_logs, slow_batches, tiny_data, tiny_model

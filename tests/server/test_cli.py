@@ -1,9 +1,10 @@
 import csv
 import io
 
+from typer.testing import CliRunner
+
 from callboard.server import migrate
 from callboard.server.cli import app
-from typer.testing import CliRunner
 
 runner = CliRunner()
 
@@ -14,9 +15,10 @@ def invoke(*args):
 
 
 def test_db_upgrade_runs_stop_and_export(tmp_path):
+    from fastapi.testclient import TestClient
+
     from callboard.server.main import create_app
     from callboard.server.settings import Settings
-    from fastapi.testclient import TestClient
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     upgraded = invoke("db", "upgrade", "--db", url)

@@ -3,6 +3,7 @@ import math
 from urllib.parse import urlencode
 
 import pytest
+
 from callboard.server.keras_compat import BadPost, parse_epoch_post
 
 

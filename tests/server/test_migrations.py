@@ -1,7 +1,8 @@
 import pytest
+from sqlalchemy import inspect
+
 from callboard.server import migrate
 from callboard.server.db import Database
-from sqlalchemy import inspect
 
 TABLES = {"projects", "runs", "events", "metric_points", "alembic_version"}
 

@@ -1,0 +1,1 @@
+"""Callboard's benchmarks: `python -m bench --help`."""
