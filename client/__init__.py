@@ -3,6 +3,15 @@
 `import callboard.client` stays light: Keras is imported only when a Keras
 callback is first used.
 
+Every callback of the Keras callbacks API is here too, as a drop-in: those that
+act (ModelCheckpoint, EarlyStopping, LearningRateScheduler, ReduceLROnPlateau,
+TerminateOnNaN, BackupAndRestore) are Keras's own, subclassed to report what they
+did to the run of a Callboard `RemoteMonitor` in the same `callbacks` list; the
+others (TensorBoard, LambdaCallback, CSVLogger, ProgbarLogger, History, Callback)
+are Keras's classes unchanged. `BaseLogger` is gone in Keras 3: its job, averaging
+metrics over the epoch, is done by Keras's metrics themselves, and `History`,
+`ProgbarLogger` and `RemoteMonitor` record the results.
+
 Example:
     ```python
     from callboard.client import RemoteMonitor, RemoteStop
@@ -18,6 +27,18 @@ from .run import Run
 _CALLBACK_MODULES = {
     "RemoteMonitor": "remote_monitor",
     "RemoteStop": "remote_stop",
+    "ModelCheckpoint": "model_checkpoint",
+    "EarlyStopping": "early_stopping",
+    "LearningRateScheduler": "learning_rate_scheduler",
+    "ReduceLROnPlateau": "reduce_lr_on_plateau",
+    "TerminateOnNaN": "terminate_on_nan",
+    "BackupAndRestore": "backup_and_restore",
+    "TensorBoard": "keras_callbacks",
+    "LambdaCallback": "keras_callbacks",
+    "CSVLogger": "keras_callbacks",
+    "ProgbarLogger": "keras_callbacks",
+    "History": "keras_callbacks",
+    "Callback": "keras_callbacks",
 }
 
 __all__ = ["Run", *_CALLBACK_MODULES]

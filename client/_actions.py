@@ -14,7 +14,10 @@ def as_number(value):
     """A Python, NumPy or tensor scalar as a JSON-safe float ("NaN", "Infinity"), or None."""
     if value is None:
         return None
-    return encode_number(float(keras.ops.convert_to_numpy(value)))
+    try:
+        return encode_number(float(keras.ops.convert_to_numpy(value)))
+    except (TypeError, ValueError):  # not a scalar
+        return None
 
 
 def report(model, kind, data, epoch=None):

@@ -11,13 +11,14 @@ def attach_run(model, run):
 
 
 def active_run(model):
-    """Return the run `model` is reporting to, or None when no RemoteMonitor set one."""
+    """Return the open run `model` is reporting to, or None when there is none."""
     if model is None:
         return None
     try:
-        return _runs_by_model.get(model)
+        run = _runs_by_model.get(model)
     except TypeError:
         return None
+    return None if run is None or run.finished else run
 
 
 _resume_uids = weakref.WeakKeyDictionary()

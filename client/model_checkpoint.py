@@ -61,7 +61,7 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
         before = _file_state(path)
         super()._save_model(epoch, batch, logs)
         after = _file_state(path)
-        if after is not None and (self._save_decided or after != before):
+        if self._save_decided or (after is not None and after != before):
             with reporting(self):
                 self._report_save(path, epoch, logs or {})
 

@@ -4,7 +4,7 @@ import math
 
 import keras
 
-from ._active import attach_run
+from ._active import attach_run, resume_uid
 from ._api import DEFAULT_ROOT
 from ._values import scalar_logs
 from .run import Run
@@ -110,7 +110,7 @@ class RemoteMonitor(keras.callbacks.Callback):
             tags=self.tags,
             token=self.token,
             headers=self.headers,
-            uid=self._uid,
+            uid=self._uid or resume_uid(self.model),
             client=self.client,
             spool_dir=self.spool_dir,
             flush_timeout=self.flush_timeout,
@@ -123,7 +123,9 @@ class RemoteMonitor(keras.callbacks.Callback):
         self._step += 1
         if self._step % self.batch_frequency == 0:
             metrics = {f"batch/{k}": v for k, v in scalar_logs(logs).items()}
-            self.run.log_event("batch_end", epoch=self._epoch, step=self._step, metrics=metrics)
+            self.run.log_event(
+                "batch_end", epoch=self._epoch, step=self._step, metrics=metrics, urgent=False
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch

@@ -101,10 +101,17 @@ class Run:
         self._sender = EventSender(
             self.api, self.spec, spool, heartbeat_interval=heartbeat_interval
         )
-        self._seq = itertools.count(1)
+        # Sequence numbers start at this session's start time in microseconds, so a
+        # process that continues a run (same uid) never reuses a seq of an earlier one.
+        self._seq = itertools.count(time.time_ns() // 1000)
         self._stop_poller = None
         self._started = False
         self._finished = False
+
+    @property
+    def finished(self):
+        """True once `finish()` was called."""
+        return self._finished
 
     @property
     def id(self):

@@ -37,7 +37,7 @@ class TerminateOnNaN(keras.callbacks.TerminateOnNaN):
         loss = (logs or {}).get("loss")
         if loss is not None:
             with reporting(self):
-                if not np.isfinite(keras.ops.convert_to_numpy(loss)):
+                if not np.isfinite(loss):
                     self._report_nan(batch)
         super().on_batch_end(batch, logs)
 

@@ -37,7 +37,7 @@ def train_demo_model(root, epochs, run_name="demo"):
     import keras
     import numpy as np
 
-    from callboard.client import RemoteMonitor, RemoteStop
+    from callboard.client import EarlyStopping, ReduceLROnPlateau, RemoteMonitor, RemoteStop
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4096, 20)).astype("float32")
@@ -69,8 +69,8 @@ def train_demo_model(root, epochs, run_name="demo"):
                 config={"optimizer": "adam", "learning_rate": 1e-3, "hidden": 32},
             ),
             RemoteStop(),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=8),
+            ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3),
+            EarlyStopping(monitor="val_loss", patience=8),
             slow_down,
         ],
     )
