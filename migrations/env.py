@@ -1,6 +1,7 @@
 """Alembic environment: the database URL comes from the server's settings."""
 
 from alembic import context
+
 from callboard.server.db import Database
 from callboard.server.models import Base
 from callboard.server.settings import Settings

@@ -1,4 +1,4 @@
-"""Typed dependencies shared by the routes."""
+"""Typed dependencies shared by the routes: settings, sessions, the caller, the run."""
 
 from collections.abc import Iterator
 from typing import Annotated
@@ -6,10 +6,15 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
+from .auth import OPEN, Principal, TokenStore
 from .db import Database
+from .ingest import lock_run
 from .live import LiveHub
 from .models import Run
 from .settings import Settings
+
+SESSION_COOKIE = "callboard_session"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def get_settings(request: Request) -> Settings:
@@ -22,6 +27,10 @@ def get_database(request: Request) -> Database:
 
 def get_hub(request: Request) -> LiveHub:
     return request.app.state.hub
+
+
+def get_tokens(request: Request) -> TokenStore:
+    return request.app.state.tokens
 
 
 def get_session(database: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
@@ -42,11 +51,92 @@ SessionDep = Annotated[Session, Depends(get_session)]
 WriteSessionDep = Annotated[Session, Depends(get_write_session)]
 
 
-def get_run(run_id: int, session: SessionDep) -> Run:
+def _unauthorized(detail):
+    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_principal(
+    request: Request, tokens: Annotated[TokenStore, Depends(get_tokens)]
+) -> Principal:
+    """The caller: a bearer token, a dashboard session, or anyone while no token exists."""
+    if not tokens.any_tokens():
+        return OPEN
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, secret = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise _unauthorized("Authorization must be 'Bearer <token>'")
+        principal = tokens.for_token(secret.strip())
+        if principal is None:
+            raise _unauthorized("unknown or revoked token")
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        principal = tokens.for_session(cookie)
+        if principal is not None:
+            return principal
+    raise _unauthorized("authentication required: send 'Authorization: Bearer <token>'")
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(*scopes):
+    """A dependency admitting callers holding any of `scopes`, with CSRF checks for cookies.
+
+    Example:
+        `@router.post("/stop", dependencies=[Depends(require("control"))])`
+    """
+
+    def check(request: Request, principal: PrincipalDep) -> Principal:
+        if not any(principal.can(scope) for scope in scopes):
+            raise HTTPException(
+                status_code=403,
+                detail=f"a {principal.role!r} token cannot do this (needs {' or '.join(scopes)})",
+            )
+        cookie_write = principal.csrf_token is not None and request.method not in SAFE_METHODS
+        if cookie_write and request.headers.get("x-csrf-token") != principal.csrf_token:
+            raise HTTPException(status_code=403, detail="missing or wrong X-CSRF-Token")
+        if "ingest" in scopes and principal.token_id is not None:
+            wait = request.app.state.rate_limiter.acquire(principal.token_id)
+            if wait:
+                raise HTTPException(
+                    status_code=429,
+                    detail="too many requests for this token",
+                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+                )
+        return principal
+
+    return check
+
+
+Reader = Annotated[Principal, Depends(require("read"))]
+Ingester = Annotated[Principal, Depends(require("ingest"))]
+Controller = Annotated[Principal, Depends(require("control"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+def check_project(principal, project_name):
+    """A project-scoped token may not act on other projects."""
+    if not principal.sees_project(project_name):
+        raise HTTPException(
+            status_code=403, detail=f"this token is limited to project {principal.project!r}"
+        )
+
+
+def get_run(run_id: int, session: SessionDep, principal: PrincipalDep) -> Run:
     run = session.get(Run, run_id)
-    if run is None:
+    if run is None or not principal.sees_project(run.project.name):
         raise HTTPException(status_code=404, detail=f"run {run_id} not found")
     return run
 
 
 RunDep = Annotated[Run, Depends(get_run)]
+
+
+def lock_visible_run(session, run_id, principal):
+    """Lock run `run_id` for update, or 404 when it is missing or outside the caller's project."""
+    run = lock_run(session, run_id)
+    if run is None or not principal.sees_project(run.project.name):
+        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
+    return run

@@ -10,10 +10,13 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from . import migrate
+from .auth import TokenStore
 from .db import Database
 from .lifecycle import mark_silent_runs
 from .live import RUNS_CHANNEL, LiveHub, run_channel
-from .routes import control, events, health, metrics, publish, runs, stream
+from .middleware import BodySizeLimit, SecurityHeaders
+from .rate_limit import RateLimiter
+from .routes import control, events, health, metrics, publish, runs, stream, tokens
 from .settings import Settings
 
 log = logging.getLogger("callboard.server")
@@ -44,6 +47,7 @@ async def lifespan(app):
     if not settings.skip_migrations:
         await run_in_threadpool(migrate.upgrade, settings.database_url)
     app.state.database = Database(settings.database_url)
+    app.state.tokens = TokenStore(app.state.database)
     sweeper = asyncio.create_task(_sweep_forever(app))
     try:
         yield
@@ -80,8 +84,12 @@ def create_app(settings=None):
     )
     app.state.settings = settings or Settings()
     app.state.hub = LiveHub()
+    settings = app.state.settings
+    app.state.rate_limiter = RateLimiter(settings.ingest_rate_per_second, settings.ingest_burst)
     app.add_exception_handler(OperationalError, _database_busy)
-    for module in (runs, events, metrics, control, stream, health):
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
+    for module in (runs, events, metrics, control, stream, tokens, health):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(publish.router)
     return app

@@ -21,3 +21,7 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = 5.0
     stream_keepalive_seconds: float = 15.0
     default_max_points: int = 2000
+    max_body_bytes: int = 8 * 1024 * 1024
+    ingest_rate_per_second: float = 100.0
+    ingest_burst: int = 300
+    session_days: float = 7.0

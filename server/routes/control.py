@@ -2,22 +2,22 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException
 
 from ..control import StopRefused, acknowledge_stop, control_state, request_stop
-from ..deps import HubDep, RunDep, WriteSessionDep
-from ..ingest import lock_run
+from ..deps import (
+    Controller,
+    HubDep,
+    PrincipalDep,
+    RunDep,
+    WriteSessionDep,
+    lock_visible_run,
+    require,
+)
 from ..live import RUNS_CHANNEL, run_channel
 from ..schemas import StopRequest
 
 router = APIRouter(prefix="/runs/{run_id}", tags=["control"])
-
-
-def _locked(session, run_id):
-    run = lock_run(session, run_id)
-    if run is None:
-        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
-    return run
 
 
 @router.post("/stop")
@@ -25,10 +25,11 @@ def stop(
     run_id: int,
     session: WriteSessionDep,
     hub: HubDep,
+    principal: Controller,
     request: Annotated[StopRequest | None, Body()] = None,
 ):
     """Ask the run to stop at its next batch; asking twice is harmless."""
-    run = _locked(session, run_id)
+    run = lock_visible_run(session, run_id, principal)
     try:
         request_stop(session, run, request.reason if request else None)
     except StopRefused as exc:
@@ -38,16 +39,16 @@ def stop(
     return control_state(run)
 
 
-@router.get("/control")
+@router.get("/control", dependencies=[Depends(require("read", "ingest"))])
 def read_control(run: RunDep):
     """What the training client polls: whether a stop was requested, and its state."""
     return control_state(run)
 
 
-@router.post("/control/ack")
-def acknowledge(run_id: int, session: WriteSessionDep, hub: HubDep):
+@router.post("/control/ack", dependencies=[Depends(require("ingest", "control"))])
+def acknowledge(run_id: int, session: WriteSessionDep, hub: HubDep, principal: PrincipalDep):
     """The client saw the stop request and is stopping."""
-    run = _locked(session, run_id)
+    run = lock_visible_run(session, run_id, principal)
     if acknowledge_stop(session, run):
         session.commit()
         hub.publish(run_channel(run_id), RUNS_CHANNEL)

@@ -2,11 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from ..deps import HubDep, RunDep, SessionDep, WriteSessionDep
-from ..ingest import ingest_events, lock_run
+from ..deps import HubDep, Ingester, Reader, RunDep, SessionDep, WriteSessionDep, lock_visible_run
+from ..ingest import ingest_events
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Event
 from ..schemas import KIND_PATTERN, EventBatch
@@ -16,14 +16,14 @@ router = APIRouter(prefix="/runs/{run_id}/events", tags=["events"])
 
 
 @router.post("")
-def post_events(run_id: int, batch: EventBatch, session: WriteSessionDep, hub: HubDep):
+def post_events(
+    run_id: int, batch: EventBatch, session: WriteSessionDep, hub: HubDep, principal: Ingester
+):
     """Store a batch of events; events whose seq is already stored are skipped.
 
     Every accepted event is committed before the answer.
     """
-    run = lock_run(session, run_id)
-    if run is None:
-        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
+    run = lock_visible_run(session, run_id, principal)
     accepted, duplicates = ingest_events(session, run, batch.events)
     session.commit()
     hub.publish(run_channel(run_id), RUNS_CHANNEL)
@@ -34,6 +34,7 @@ def post_events(run_id: int, batch: EventBatch, session: WriteSessionDep, hub: H
 def list_events(
     run: RunDep,
     session: SessionDep,
+    _: Reader,
     kind: Annotated[str | None, Query(pattern=KIND_PATTERN)] = None,
     after_id: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,

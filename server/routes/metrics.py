@@ -2,12 +2,14 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
-from ..deps import RunDep, SessionDep
+from ..deps import RunDep, SessionDep, require
 from ..series import read_series
 
-router = APIRouter(prefix="/runs/{run_id}/metrics", tags=["metrics"])
+router = APIRouter(
+    prefix="/runs/{run_id}/metrics", tags=["metrics"], dependencies=[Depends(require("read"))]
+)
 
 
 @router.get("")

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import DatabaseDep, HubDep
+from ..deps import DatabaseDep, HubDep, Ingester, check_project
 from ..keras_compat import BadPost, parse_epoch_post, record_epoch
 from ..live import RUNS_CHANNEL, run_channel
 from ..schemas import Name
@@ -18,6 +18,7 @@ async def publish_epoch_end(
     request: Request,
     database: DatabaseDep,
     hub: HubDep,
+    principal: Ingester,
     run: Annotated[Name | None, Query(description="run name")] = None,
     project: Annotated[Name, Query()] = "default",
 ):
@@ -26,6 +27,7 @@ async def publish_epoch_end(
     `?run=NAME&project=P` names the run; unnamed posts go to an automatic run,
     and a new run starts when the epoch counter falls back.
     """
+    check_project(principal, project)
     body = await request.body()
     try:
         epoch, metrics = parse_epoch_post(body)

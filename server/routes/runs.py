@@ -4,12 +4,21 @@ import json
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import String, cast, func, select
 
-from ..deps import HubDep, RunDep, SessionDep, WriteSessionDep
+from ..deps import (
+    HubDep,
+    Ingester,
+    Reader,
+    RunDep,
+    SessionDep,
+    WriteSessionDep,
+    check_project,
+    lock_visible_run,
+)
 from ..export import epochs_csv
-from ..ingest import create_run, lock_run
+from ..ingest import create_run
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Project, Run
 from ..schemas import RunCreate, RunStatus
@@ -26,8 +35,15 @@ SORTS = {
 
 
 @router.post("", status_code=201)
-def create(spec: RunCreate, session: WriteSessionDep, hub: HubDep, response: Response):
+def create(
+    spec: RunCreate,
+    session: WriteSessionDep,
+    hub: HubDep,
+    response: Response,
+    principal: Ingester,
+):
     """Create a run; posting the same `uid` again returns the same run (200)."""
+    check_project(principal, spec.project)
     run, created = create_run(session, spec)
     session.commit()
     if created:
@@ -40,6 +56,7 @@ def create(spec: RunCreate, session: WriteSessionDep, hub: HubDep, response: Res
 @router.get("")
 def list_runs(
     session: SessionDep,
+    principal: Reader,
     name: str | None = None,
     project: str | None = None,
     status: RunStatus | None = None,
@@ -50,6 +67,9 @@ def list_runs(
     offset: Annotated[int, Query(ge=0)] = 0,
 ):
     """Runs, newest first, filtered by exact name, project, status, tag or name substring."""
+    if principal.project is not None:
+        check_project(principal, project or principal.project)
+        project = principal.project
     query = select(Run).join(Project)
     if name is not None:
         query = query.where(Run.name == name)
@@ -73,17 +93,15 @@ def list_runs(
 
 
 @router.get("/{run_id}")
-def read_run(run: RunDep):
+def read_run(run: RunDep, _: Reader):
     """A run: status, epochs done, last value of each metric, config, times, stop state."""
     return run_detail(run)
 
 
 @router.post("/{run_id}/heartbeat")
-def heartbeat(run_id: int, session: WriteSessionDep, hub: HubDep):
+def heartbeat(run_id: int, session: WriteSessionDep, hub: HubDep, principal: Ingester):
     """The client is alive; a `lost` run becomes `running` again."""
-    run = lock_run(session, run_id)
-    if run is None:
-        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
+    run = lock_visible_run(session, run_id, principal)
     run.updated_at = time.time()
     revived = run.status == "lost"
     if revived:
@@ -95,7 +113,7 @@ def heartbeat(run_id: int, session: WriteSessionDep, hub: HubDep):
 
 
 @router.get("/{run_id}/export.csv", response_class=Response)
-def export_csv(run: RunDep, session: SessionDep):
+def export_csv(run: RunDep, session: SessionDep, _: Reader):
     """The run's epochs as CSV, in the shape Keras's CSVLogger writes."""
     return Response(
         epochs_csv(session, run.id),

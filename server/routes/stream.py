@@ -12,9 +12,9 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import DatabaseDep, HubDep, SettingsDep
+from ..deps import DatabaseDep, HubDep, Reader, SettingsDep
 from ..live import RUNS_CHANNEL, run_channel
-from ..models import Event, Run
+from ..models import Event, Project, Run
 from ..views import event_view, run_summary
 
 router = APIRouter(tags=["live"])
@@ -58,12 +58,14 @@ async def stream_run(
     database: DatabaseDep,
     hub: HubDep,
     settings: SettingsDep,
+    principal: Reader,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[int | None, Query(ge=0, description="event id to start after")] = None,
 ):
     """The run's events (`message`, id = event id) and its status (`run`), live."""
     with database.reader() as session:
-        if session.get(Run, run_id) is None:
+        run = session.get(Run, run_id)
+        if run is None or not principal.sees_project(run.project.name):
             raise HTTPException(status_code=404, detail=f"run {run_id} not found")
     cursor = int(_cursor(last_event_id, after))
 
@@ -88,11 +90,12 @@ async def stream_run(
     return StreamingResponse(messages(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-def _read_runs_changes(database, since):
+def _read_runs_changes(database, since, project):
     with database.reader() as session:
-        runs = session.scalars(
-            select(Run).where(Run.updated_at > since).order_by(Run.updated_at).limit(BATCH)
-        ).all()
+        query = select(Run).where(Run.updated_at > since)
+        if project is not None:
+            query = query.join(Project).where(Project.name == project)
+        runs = session.scalars(query.order_by(Run.updated_at).limit(BATCH)).all()
         return [run_summary(run) for run in runs]
 
 
@@ -101,6 +104,7 @@ async def stream_runs(
     database: DatabaseDep,
     hub: HubDep,
     settings: SettingsDep,
+    principal: Reader,
     last_event_id: Annotated[str | None, Header()] = None,
     after: Annotated[float | None, Query(ge=0, description="update time to start after")] = None,
 ):
@@ -112,7 +116,9 @@ async def stream_runs(
         with hub.subscribe(RUNS_CHANNEL) as subscription:
             yield "retry: 1000\n\n"
             while True:
-                runs = await run_in_threadpool(_read_runs_changes, database, cursor)
+                runs = await run_in_threadpool(
+                    _read_runs_changes, database, cursor, principal.project
+                )
                 for run in runs:
                     cursor = max(cursor, run["updated_at"])
                     yield sse_message(run, event="run", message_id=repr(cursor))
