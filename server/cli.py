@@ -16,6 +16,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+token_app = typer.Typer(help="API tokens (ingest, read, control, admin).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 console = Console()
 
 DbOption = Annotated[
@@ -28,11 +30,36 @@ def settings_for(db):
     return Settings(database_url=db) if db else Settings()
 
 
+def is_loopback(host):
+    """True for addresses only this machine can reach."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _any_tokens(settings):
+    from .auth import TokenStore
+
+    database = _open_database(settings.database_url)
+    try:
+        return TokenStore(database).any_tokens()
+    finally:
+        database.dispose()
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     db: DbOption = None,
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback address with no token: anyone can Stop.")
+    ] = False,
 ):
     """Run the server (dashboard at /, API docs at /docs)."""
     import uvicorn
@@ -40,6 +67,19 @@ def serve(
     from .main import create_app
 
     settings = settings_for(db)
+    if not is_loopback(host) and not _any_tokens(settings):
+        if not insecure:
+            console.print(
+                f"[red]Refusing to serve on {host} with no API token: anyone who reaches it "
+                "could read every run and stop any training.[/red]\n"
+                "Create one first (`callboard token create admin --role admin`), "
+                "or pass --insecure if this network is trusted."
+            )
+            raise typer.Exit(2)
+        console.print(
+            f"[bold red]WARNING: serving on {host} with no API token (--insecure). "
+            "Anyone who can reach this port can read all runs and stop any training.[/bold red]"
+        )
     console.print(f"Callboard on http://{host}:{port}  (database: {settings.database_url})")
     uvicorn.run(create_app(settings), host=host, port=port, timeout_graceful_shutdown=3)
 
@@ -49,7 +89,8 @@ def _open_database(db):
     from .db import Database
 
     settings = settings_for(db)
-    migrate.upgrade(settings.database_url)
+    if not settings.skip_migrations:
+        migrate.upgrade(settings.database_url)
     return Database(settings.database_url)
 
 
@@ -209,3 +250,74 @@ def db_downgrade(
     url = settings_for(db).database_url
     migrate.downgrade(url, revision)
     console.print(f"Database at revision {migrate.current_revision(url)}.")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="A name for the token, e.g. the machine using it.")],
+    role: Annotated[str, typer.Option(help="ingest, read, control or admin.")] = "ingest",
+    project: Annotated[str | None, typer.Option(help="Limit the token to this project.")] = None,
+    db: DbOption = None,
+):
+    """Create an API token and print it (shown once; it is stored hashed)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from .auth import ROLES, create_token
+
+    if role not in ROLES:
+        console.print(f"[red]--role must be one of {', '.join(ROLES)}[/red]")
+        raise typer.Exit(2)
+    database = _open_database(db)
+    with database.writer() as session:
+        try:
+            _, secret = create_token(session, name, role, project)
+            session.commit()
+        except IntegrityError:
+            console.print(f"[red]A token named {name!r} exists already.[/red]")
+            raise typer.Exit(1) from None
+    scope = f" for project {project!r}" if project else ""
+    typer.echo(f"Created {role} token {name!r}{scope}. It is shown only now: {secret}")
+
+
+@token_app.command("list")
+def token_list(db: DbOption = None):
+    """List tokens (names, roles, projects; never the secrets)."""
+    from sqlalchemy import select
+
+    from .models import ApiToken
+
+    database = _open_database(db)
+    table = Table("id", "name", "role", "project", "starts with", "revoked")
+    with database.reader() as session:
+        for token in session.scalars(select(ApiToken).order_by(ApiToken.id)):
+            table.add_row(
+                str(token.id),
+                token.name,
+                token.role,
+                token.project or "all",
+                token.prefix + "…",
+                "yes" if token.revoked_at else "",
+            )
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")], db: DbOption = None
+):
+    """Revoke a token; servers stop accepting it within seconds."""
+    import time
+
+    from sqlalchemy import select
+
+    from .models import ApiToken
+
+    database = _open_database(db)
+    with database.writer() as session:
+        token = session.scalars(select(ApiToken).where(ApiToken.name == name)).one_or_none()
+        if token is None:
+            console.print(f"[red]No token named {name!r}.[/red]")
+            raise typer.Exit(1)
+        token.revoked_at = token.revoked_at or time.time()
+        session.commit()
+    console.print(f"Revoked token {name!r}.")

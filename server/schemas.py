@@ -3,7 +3,7 @@
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from .values import encode_number, parse_number
 
@@ -12,6 +12,26 @@ MAX_KEYS_PER_EVENT = 1000
 NAME_PATTERN = re.compile(r"^[^\x00-\x1f]+$")
 KIND_PATTERN = r"^[a-z][a-z0-9_.:-]{0,63}$"
 
+MAX_NESTING = 8
+MAX_KEY_LENGTH = 200
+
+
+def limit_nesting(value, depth=0):
+    """Refuse JSON nested deeper than MAX_NESTING levels or with over-long keys."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"nested deeper than {MAX_NESTING} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if len(key) > MAX_KEY_LENGTH:
+                raise ValueError(f"key {key[:40]!r}... is longer than {MAX_KEY_LENGTH} characters")
+            limit_nesting(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            limit_nesting(item, depth + 1)
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(limit_nesting)]
 MetricValue = Annotated[
     float, BeforeValidator(parse_number), PlainSerializer(encode_number, return_type=Any)
 ]
@@ -29,7 +49,7 @@ class RunCreate(Strict):
     )
     name: Name | None = None
     project: Name = "default"
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
     tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=50)
     host: Annotated[str, Field(max_length=255)] | None = None
     versions: dict[str, Annotated[str, Field(max_length=100)]] = Field(default_factory=dict)
@@ -44,7 +64,7 @@ class EventIn(Strict):
     metrics: dict[MetricKey, MetricValue] = Field(
         default_factory=dict, max_length=MAX_KEYS_PER_EVENT
     )
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: JsonObject = Field(default_factory=dict)
 
 
 class EventBatch(Strict):

@@ -1,0 +1,259 @@
+"""Tokens and roles against a real server: every endpoint × every role × no token."""
+
+import re
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from callboard.server.main import create_app
+from callboard.server.process import ServerProcess, free_port
+
+ROLES = ("ingest", "read", "control", "admin")
+# What each API route needs; a route missing here fails the test, so new ones get decided.
+NEEDS = {
+    ("POST", "/api/v1/runs"): {"ingest"},
+    ("GET", "/api/v1/runs"): {"read"},
+    ("GET", "/api/v1/runs/{run_id}"): {"read"},
+    ("POST", "/api/v1/runs/{run_id}/heartbeat"): {"ingest"},
+    ("GET", "/api/v1/runs/{run_id}/export.csv"): {"read"},
+    ("POST", "/api/v1/runs/{run_id}/events"): {"ingest"},
+    ("GET", "/api/v1/runs/{run_id}/events"): {"read"},
+    ("GET", "/api/v1/runs/{run_id}/metrics"): {"read"},
+    ("GET", "/api/v1/runs/{run_id}/metrics/{key}"): {"read"},
+    ("POST", "/api/v1/runs/{run_id}/stop"): {"control"},
+    ("GET", "/api/v1/runs/{run_id}/control"): {"read", "ingest"},
+    ("POST", "/api/v1/runs/{run_id}/control/ack"): {"ingest", "control"},
+    ("GET", "/api/v1/runs/{run_id}/stream"): {"read"},
+    ("GET", "/api/v1/stream"): {"read"},
+    ("POST", "/api/v1/tokens"): {"admin"},
+    ("GET", "/api/v1/tokens"): {"admin"},
+    ("DELETE", "/api/v1/tokens/{token_id}"): {"admin"},
+    ("POST", "/publish/epoch/end/"): {"ingest"},
+}
+GRANTS = {
+    "ingest": {"ingest"},
+    "read": {"read"},
+    "control": {"read", "control"},
+    "admin": {"read", "control", "ingest", "admin"},
+}
+PUBLIC = {("GET", "/api/v1/health")}
+
+
+def api_routes():
+    for path, operations in create_app().openapi()["paths"].items():
+        for method in operations:
+            if path.startswith(("/api/", "/publish/")):
+                yield method.upper(), path
+
+
+def test_every_api_route_has_a_decided_role():
+    routes = set(api_routes())
+    assert routes - PUBLIC <= set(NEEDS), f"decide who may call {routes - PUBLIC - set(NEEDS)}"
+
+
+def make_token(database_url, name, role, project=None):
+    args = [
+        sys.executable,
+        "-m",
+        "callboard.server",
+        "token",
+        "create",
+        name,
+        "--role",
+        role,
+        "--db",
+        database_url,
+    ]
+    if project:
+        args += ["--project", project]
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    return done.stdout.split()[-1]
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('auth') / 'auth.db'}"
+    tokens = {role: make_token(url, f"{role}-token", role) for role in ROLES}
+    tokens["scoped"] = make_token(url, "scoped-token", "admin", project="team-a")
+    server = ServerProcess(url).start()
+    yield server, tokens
+    server.stop()
+
+
+def call(root, method, path, token=None, **kwargs):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with (
+        httpx.Client(base_url=root, timeout=10) as client,
+        client.stream(method, path, headers=headers, **kwargs) as response,
+    ):
+        return response.status_code
+
+
+def request_for(method, path, run_id, token_id):
+    concrete = path.format(run_id=run_id, key="loss", token_id=token_id)
+    bodies = {
+        "/api/v1/runs": {"json": {"name": "matrix", "project": "p"}},
+        f"/api/v1/runs/{run_id}/events": {"json": {"events": []}},
+        "/api/v1/tokens": {"json": {"name": f"t{time.monotonic_ns()}", "role": "read"}},
+        "/publish/epoch/end/": {"content": b'{"epoch": 0, "loss": 1.0}'},
+    }
+    return concrete, (bodies.get(concrete, {}) if method == "POST" else {})
+
+
+def test_auth_matrix(secured):
+    server, tokens = secured
+    admin = {"Authorization": f"Bearer {tokens['admin']}"}
+    run_id = httpx.post(
+        f"{server.root}/api/v1/runs", json={"name": "m", "project": "p"}, headers=admin
+    ).json()["id"]
+    httpx.post(
+        f"{server.root}/api/v1/runs/{run_id}/events",
+        headers=admin,
+        json={"events": [{"seq": 1, "kind": "epoch_end", "epoch": 0, "metrics": {"loss": 1.0}}]},
+    )
+    for (method, path), needs in NEEDS.items():
+        spare = httpx.post(
+            f"{server.root}/api/v1/tokens",
+            headers=admin,
+            json={"name": f"spare{time.monotonic_ns()}", "role": "read"},
+        ).json()
+        target, kwargs = request_for(method, path, run_id, spare["id"])
+        assert call(server.root, method, target, **kwargs) == 401, (method, path, "no token")
+        assert call(server.root, method, target, "cb_wrong", **kwargs) == 401, (method, path)
+        for role in ROLES:
+            status = call(server.root, method, target, tokens[role], **kwargs)
+            if GRANTS[role] & needs:
+                assert status < 400, (method, path, role, status)
+            else:
+                assert status == 403, (method, path, role, status)
+    assert call(server.root, "GET", "/api/v1/health") == 200
+
+
+def test_project_scoped_token_sees_only_its_project(secured):
+    server, tokens = secured
+    admin = {"Authorization": f"Bearer {tokens['admin']}"}
+    scoped = {"Authorization": f"Bearer {tokens['scoped']}"}
+    other = httpx.post(
+        f"{server.root}/api/v1/runs", json={"name": "b", "project": "team-b"}, headers=admin
+    ).json()["id"]
+    mine = httpx.post(
+        f"{server.root}/api/v1/runs", json={"name": "a", "project": "team-a"}, headers=scoped
+    )
+    assert mine.status_code == 201
+    listed = httpx.get(f"{server.root}/api/v1/runs", headers=scoped).json()["runs"]
+    assert {run["project"] for run in listed} == {"team-a"}
+    assert httpx.get(f"{server.root}/api/v1/runs/{other}", headers=scoped).status_code == 404
+    assert httpx.post(f"{server.root}/api/v1/runs/{other}/stop", headers=scoped).status_code == 404
+    refused = httpx.post(
+        f"{server.root}/api/v1/runs", json={"name": "x", "project": "team-b"}, headers=scoped
+    )
+    assert refused.status_code == 403 and "team-a" in refused.json()["detail"]
+    compat = httpx.post(
+        f"{server.root}/publish/epoch/end/?project=team-b", headers=scoped, content=b'{"epoch": 0}'
+    )
+    assert compat.status_code == 403
+
+
+def test_stock_remote_monitor_sends_its_token_through_headers(secured):
+    import keras
+
+    from tests.e2e.training import tiny_data, tiny_model
+
+    server, tokens = secured
+    x, y = tiny_data(32)
+    tiny_model().fit(
+        x,
+        y,
+        epochs=2,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.RemoteMonitor(
+                root=server.root,
+                path="/publish/epoch/end/?run=stock-auth",
+                headers={"Authorization": f"Bearer {tokens['ingest']}"},
+            )
+        ],
+    )
+    runs = httpx.get(
+        f"{server.root}/api/v1/runs",
+        params={"name": "stock-auth"},
+        headers={"Authorization": f"Bearer {tokens['read']}"},
+    ).json()["runs"]
+    assert runs[0]["epochs_done"] == 2
+
+
+def test_revoked_token_stops_working(secured):
+    server, tokens = secured
+    admin = {"Authorization": f"Bearer {tokens['admin']}"}
+    made = httpx.post(
+        f"{server.root}/api/v1/tokens", headers=admin, json={"name": "short-lived", "role": "read"}
+    ).json()
+    assert re.fullmatch(r"cb_[A-Za-z0-9_-]{40,}", made["token"])
+    assert call(server.root, "GET", "/api/v1/runs", made["token"]) == 200
+    httpx.delete(f"{server.root}/api/v1/tokens/{made['id']}", headers=admin)
+    deadline = time.monotonic() + 10
+    while call(server.root, "GET", "/api/v1/runs", made["token"]) != 401:
+        assert time.monotonic() < deadline, "a revoked token kept working"
+        time.sleep(0.2)
+    listed = httpx.get(f"{server.root}/api/v1/tokens", headers=admin).json()["tokens"]
+    assert "token" not in listed[0] and "token_hash" not in listed[0]
+
+
+def test_ingest_rate_limit_answers_429_with_retry_after(tmp_path):
+    url = f"sqlite:///{tmp_path / 'rate.db'}"
+    token = make_token(url, "limited", "ingest")
+    server = ServerProcess(
+        url, env={"CALLBOARD_INGEST_RATE_PER_SECOND": "1", "CALLBOARD_INGEST_BURST": "3"}
+    ).start()
+    try:
+        statuses = []
+        for _ in range(5):
+            response = httpx.post(
+                f"{server.root}/api/v1/runs",
+                json={"name": "r"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            statuses.append(response.status_code)
+        assert statuses[:3] == [201, 201, 201] and 429 in statuses[3:]
+        limited = httpx.post(
+            f"{server.root}/api/v1/runs",
+            json={"name": "r"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    finally:
+        server.stop()
+
+
+def test_serve_refuses_a_public_address_without_a_token(tmp_path):
+    url = f"sqlite:///{tmp_path / 'bind.db'}"
+    port = str(free_port())
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "callboard.server",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            port,
+            "--db",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "Refusing to serve on 0.0.0.0" in refused.stdout
+    insecure = ServerProcess(url, args=["--host", "0.0.0.0", "--insecure"]).start()
+    insecure.stop()
+    make_token(url, "admin", "admin")
+    secured = ServerProcess(url, args=["--host", "0.0.0.0"]).start()
+    try:
+        assert httpx.get(f"{secured.root}/api/v1/runs").status_code == 401
+    finally:
+        secured.stop()
