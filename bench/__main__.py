@@ -14,14 +14,22 @@ from .report import machine_info
 
 BENCHMARKS = {
     "client": "bench.client_overhead",
+    "ingest": "bench.ingest",
+    "latency": "bench.latency",
+    "queries": "bench.queries",
+    "memory": "bench.memory",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI smoke runs")
     parser.add_argument("--no-write", action="store_true", help="don't rewrite docs/benchmarks.md")
     args = parser.parse_args(argv)

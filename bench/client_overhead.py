@@ -98,7 +98,7 @@ def run(quick=False):
     from callboard.server.process import ServerProcess
 
     steps, repeats = (200, 3) if quick else (1000, 7)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         os.environ["CALLBOARD_SPOOL_DIR"] = os.path.join(tmp, "spool")
         server = ServerProcess(f"sqlite:///{tmp}/bench.db").start()
         hung = HungServer()
@@ -126,8 +126,12 @@ def run(quick=False):
         for name, samples in times.items()
     ]
     rows.append(
-        {"variant": "stock keras RemoteMonitor, hung server", "median fit s": None,
-         "ratio": "∞ (blocks fit forever: requests sets no timeout)", "target": ""}
+        {
+            "variant": "stock keras RemoteMonitor, hung server",
+            "median fit s": None,
+            "ratio": "∞ (blocks fit forever: requests sets no timeout)",
+            "target": "",
+        }
     )
     return Report(
         title=f"Client overhead ({steps}-step epoch, median of {repeats})",

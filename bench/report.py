@@ -40,6 +40,4 @@ def machine_info():
             memory = f"{int(f.readline().split()[1]) / 2**20:.0f} GiB"
     except OSError:
         memory = "unknown memory"
-    return (
-        f"{platform.platform()}, {cpus} CPUs, {memory}, Python {platform.python_version()}"
-    )
+    return f"{platform.platform()}, {cpus} CPUs, {memory}, Python {platform.python_version()}"

@@ -6,6 +6,8 @@ from callboard.server.db import Database
 from callboard.server.models import Base
 from callboard.server.settings import Settings
 
+# pg_advisory_xact_lock key: "callboar" in ASCII, a constant no other lock should share.
+MIGRATION_LOCK_ID = 0x63616C6C626F6172
 url = context.config.get_main_option("sqlalchemy.url") or Settings().database_url
 
 
@@ -33,6 +35,10 @@ def _run(connection):
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Replicas starting at once on an empty database migrate one at a time;
+            # the later ones find it at head. The lock ends with the transaction.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
         context.run_migrations()
 
 

@@ -252,6 +252,34 @@ def db_downgrade(
     console.print(f"Database at revision {migrate.current_revision(url)}.")
 
 
+@db_app.command("copy")
+def db_copy(
+    source: Annotated[
+        str, typer.Option("--from", help="Database to copy from, e.g. sqlite:///callboard.db.")
+    ],
+    target: Annotated[
+        str, typer.Option("--to", help="Empty database to copy into, e.g. postgresql://u@h/db.")
+    ],
+):
+    """Copy every run, event, metric point and token into an empty database (moving up)."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from .db_copy import CopyMismatch, CopyRefused, copy_database
+
+    started = time.monotonic()
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), "rows", TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            copied = copy_database(source, target, progress=progress)
+    except (CopyRefused, CopyMismatch) as exc:
+        console.print(f"[red]Nothing copied: {exc}[/red]")
+        raise typer.Exit(1) from None
+    summary = ", ".join(f"{count} {table}" for table, count in copied.items())
+    console.print(f"Copied {summary} in {time.monotonic() - started:.1f} s; row counts verified.")
+
+
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Argument(help="A name for the token, e.g. the machine using it.")],

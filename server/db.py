@@ -1,5 +1,8 @@
 """Engines and sessions: SQLite (WAL, foreign keys) by default, PostgreSQL through psycopg 3."""
 
+import json
+import threading
+
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
@@ -18,7 +21,35 @@ def normalize_url(url):
     return parsed.render_as_string(hide_password=False)
 
 
-def _configure_sqlite(engine):
+try:
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a server dependency
+    orjson = None
+
+
+def json_dumps(value):
+    """JSON text for a JSON column: orjson when it can, else the standard library.
+
+    Values reach JSON columns through `values.json_safe`, so they hold no NaN.
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:  # e.g. integers beyond 64 bits
+            pass
+    return json.dumps(value)
+
+
+def json_loads(text):
+    if orjson is not None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:  # e.g. NaN tokens the standard library wrote
+            pass
+    return json.loads(text)
+
+
+def _configure_sqlite(engine, write_lock):
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
         # We issue BEGIN ourselves so writers can take the lock up front.
@@ -33,7 +64,54 @@ def _configure_sqlite(engine):
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if mode == "IMMEDIATE":
+            write_lock.acquire(connection)
+        try:
+            connection.exec_driver_sql(f"BEGIN {mode}")
+        except BaseException:
+            write_lock.release(_dbapi_connection(connection))
+            raise
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _on_end(connection):
+        write_lock.release(_dbapi_connection(connection))
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection, _record):
+        write_lock.release(dbapi_connection)  # in case a transaction ended unseen
+
+
+def _dbapi_connection(connection):
+    try:
+        return connection.connection.dbapi_connection
+    except Exception:  # closed or invalidated
+        return None
+
+
+class WriteLock:
+    """Writers of this process take turns before `BEGIN IMMEDIATE`.
+
+    SQLite lets one writer in at a time; the others sleep in its busy handler
+    in growing steps, so under concurrent ingest the lock often sits free while
+    they sleep. Queuing on a Python lock hands it over at once. A writer that
+    waits longer than `timeout` goes on to SQLite's own locking, as before.
+    """
+
+    def __init__(self, timeout=10.0):
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._holder = None
+
+    def acquire(self, connection):
+        if self._lock.acquire(timeout=self.timeout):
+            self._holder = _dbapi_connection(connection)
+
+    def release(self, dbapi_connection):
+        """Release the lock if `dbapi_connection` holds it; otherwise do nothing."""
+        if dbapi_connection is not None and self._holder is dbapi_connection:
+            self._holder = None
+            self._lock.release()
 
 
 class Database:
@@ -46,14 +124,18 @@ class Database:
     def __init__(self, url):
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        json_options = {"json_serializer": json_dumps, "json_deserializer": json_loads}
         if self.is_sqlite:
             self.engine = create_engine(
-                self.url, connect_args={"check_same_thread": False, "timeout": 10}
+                self.url, connect_args={"check_same_thread": False, "timeout": 10}, **json_options
             )
-            _configure_sqlite(self.engine)
+            self.write_lock = WriteLock()
+            _configure_sqlite(self.engine, self.write_lock)
             writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
-            self.engine = create_engine(self.url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self.engine = create_engine(
+                self.url, pool_size=10, max_overflow=20, pool_pre_ping=True, **json_options
+            )
             writer = self.engine
         self.reader = sessionmaker(self.engine, expire_on_commit=False)
         self.writer = sessionmaker(writer, expire_on_commit=False)

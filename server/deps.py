@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
 from .auth import OPEN, Principal, TokenStore
@@ -15,6 +15,8 @@ from .settings import Settings
 
 SESSION_COOKIE = "callboard_session"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# A row id in a path: a positive 64-bit integer, so no id overflows the database.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def get_settings(request: Request) -> Settings:
@@ -124,7 +126,7 @@ def check_project(principal, project_name):
         )
 
 
-def get_run(run_id: int, session: SessionDep, principal: PrincipalDep) -> Run:
+def get_run(run_id: RowId, session: SessionDep, principal: PrincipalDep) -> Run:
     run = session.get(Run, run_id)
     if run is None or not principal.sees_project(run.project.name):
         raise HTTPException(status_code=404, detail=f"run {run_id} not found")

@@ -15,6 +15,22 @@ def run_channel(run_id):
     return f"run:{run_id}"
 
 
+def make_hub(database_url):
+    """The hub for `database_url`: `PostgresHub` (LISTEN/NOTIFY) on PostgreSQL, else in-process.
+
+    Replicas sharing one PostgreSQL database see each other's publishes.
+    """
+    from sqlalchemy.engine import make_url
+
+    from .db import normalize_url
+
+    if make_url(normalize_url(database_url)).get_backend_name() == "postgresql":
+        from .live_postgres import PostgresHub
+
+        return PostgresHub(database_url)
+    return LiveHub()
+
+
 class LiveHub:
     """In-process publish/subscribe of channel names; `publish` is thread-safe."""
 
@@ -31,6 +47,19 @@ class LiveHub:
             targets = [sub for channel in channels for sub in self._subscribers.get(channel, ())]
         for subscription in targets:
             subscription.notify()
+
+    def publish_all(self):
+        """Wake every subscriber, whatever it watches."""
+        with self._lock:
+            targets = {sub for subs in self._subscribers.values() for sub in subs}
+        for subscription in targets:
+            subscription.notify()
+
+    def start(self):
+        """Nothing to start in-process (`PostgresHub` starts its threads here)."""
+
+    def stop(self):
+        """Nothing to stop in-process."""
 
     def _add(self, subscription):
         with self._lock:

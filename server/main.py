@@ -9,14 +9,25 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from . import migrate
+from . import migrate, pages
 from .auth import TokenStore
 from .db import Database
 from .lifecycle import mark_silent_runs
-from .live import RUNS_CHANNEL, LiveHub, run_channel
+from .live import RUNS_CHANNEL, make_hub, run_channel
 from .middleware import BodySizeLimit, SecurityHeaders
 from .rate_limit import RateLimiter
-from .routes import control, events, health, metrics, publish, runs, stream, tokens
+from .routes import (
+    control,
+    events,
+    extremes,
+    health,
+    metrics,
+    publish,
+    runs,
+    sparklines,
+    stream,
+    tokens,
+)
 from .settings import Settings
 
 log = logging.getLogger("callboard.server")
@@ -48,11 +59,13 @@ async def lifespan(app):
         await run_in_threadpool(migrate.upgrade, settings.database_url)
     app.state.database = Database(settings.database_url)
     app.state.tokens = TokenStore(app.state.database)
+    await run_in_threadpool(app.state.hub.start)
     sweeper = asyncio.create_task(_sweep_forever(app))
     try:
         yield
     finally:
         sweeper.cancel()
+        await run_in_threadpool(app.state.hub.stop)
         app.state.database.dispose()
 
 
@@ -83,13 +96,15 @@ def create_app(settings=None):
         lifespan=lifespan,
     )
     app.state.settings = settings or Settings()
-    app.state.hub = LiveHub()
     settings = app.state.settings
+    app.state.hub = make_hub(settings.database_url)
     app.state.rate_limiter = RateLimiter(settings.ingest_rate_per_second, settings.ingest_burst)
     app.add_exception_handler(OperationalError, _database_busy)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
-    for module in (runs, events, metrics, control, stream, tokens, health):
+    for module in (runs, events, metrics, control, stream, tokens, health, sparklines, extremes):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(publish.router)
+    app.include_router(pages.router)
+    app.mount("/static", pages.static_files(), name="static")
     return app

@@ -10,6 +10,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -37,10 +38,11 @@ class Run(Base):
 
     __tablename__ = "runs"
     __table_args__ = (
-        Index("ix_runs_project_created", "project_id", "created_at"),
+        Index("ix_runs_project_created", "project_id", "created_at", "id"),
         Index("ix_runs_name", "name"),
         Index("ix_runs_status_updated", "status", "updated_at"),
-        Index("ix_runs_created", "created_at"),
+        Index("ix_runs_created", "created_at", "id"),
+        Index("ix_runs_updated", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -96,7 +98,18 @@ class MetricPoint(Base):
     """One value of one metric at one step. A NULL value is NaN."""
 
     __tablename__ = "metric_points"
-    __table_args__ = (Index("ix_points_run_key_step", "run_id", "key", "step"),)
+    __table_args__ = (
+        Index("ix_points_run_key_step", "run_id", "key", "step"),
+        # NaN points are few: a partial index finds them without scanning a series.
+        Index(
+            "ix_points_nan",
+            "run_id",
+            "key",
+            "step",
+            sqlite_where=text("value IS NULL"),
+            postgresql_where=text("value IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -105,6 +118,36 @@ class MetricPoint(Base):
     epoch: Mapped[int | None] = mapped_column(Integer)
     value: Mapped[float | None] = mapped_column(Double)
     time: Mapped[float] = mapped_column(Double)
+
+
+# Rollup bucket widths in steps, each 16 times the last: a chart of any span
+# reads at most about 16 rollups per bucket it draws.
+ROLLUP_WIDTHS = (16, 256, 4096, 65536, 1048576)
+
+
+class MetricRollup(Base):
+    """Min and max of a metric's finite values over steps `[bucket * width, (bucket + 1) * width)`.
+
+    Kept at ingest for a few widths, so a chart of a million-point series reads
+    a few thousand rollups instead of every point (see `series.read_series`).
+    """
+
+    __tablename__ = "metric_rollups"
+    __table_args__ = {"sqlite_with_rowid": False}  # stored in key order: a chart reads a range
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    first_step: Mapped[int] = mapped_column(BigInteger)
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    min_value: Mapped[float] = mapped_column(Double)
+    max_value: Mapped[float] = mapped_column(Double)
+    max_epoch: Mapped[int | None] = mapped_column(Integer)
+    max_time: Mapped[float] = mapped_column(Double)
+    points: Mapped[int] = mapped_column(BigInteger)
 
 
 class ApiToken(Base):

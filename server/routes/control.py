@@ -9,6 +9,7 @@ from ..deps import (
     Controller,
     HubDep,
     PrincipalDep,
+    RowId,
     RunDep,
     WriteSessionDep,
     lock_visible_run,
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/runs/{run_id}", tags=["control"])
 
 @router.post("/stop")
 def stop(
-    run_id: int,
+    run_id: RowId,
     session: WriteSessionDep,
     hub: HubDep,
     principal: Controller,
@@ -46,7 +47,7 @@ def read_control(run: RunDep):
 
 
 @router.post("/control/ack", dependencies=[Depends(require("ingest", "control"))])
-def acknowledge(run_id: int, session: WriteSessionDep, hub: HubDep, principal: PrincipalDep):
+def acknowledge(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: PrincipalDep):
     """The client saw the stop request and is stopping."""
     run = lock_visible_run(session, run_id, principal)
     if acknowledge_stop(session, run):

@@ -5,7 +5,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from ..deps import HubDep, Ingester, Reader, RunDep, SessionDep, WriteSessionDep, lock_visible_run
+from ..deps import (
+    HubDep,
+    Ingester,
+    Reader,
+    RowId,
+    RunDep,
+    SessionDep,
+    WriteSessionDep,
+    lock_visible_run,
+)
 from ..ingest import ingest_events
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Event
@@ -17,7 +26,7 @@ router = APIRouter(prefix="/runs/{run_id}/events", tags=["events"])
 
 @router.post("")
 def post_events(
-    run_id: int, batch: EventBatch, session: WriteSessionDep, hub: HubDep, principal: Ingester
+    run_id: RowId, batch: EventBatch, session: WriteSessionDep, hub: HubDep, principal: Ingester
 ):
     """Store a batch of events; events whose seq is already stored are skipped.
 

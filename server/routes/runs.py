@@ -11,6 +11,7 @@ from ..deps import (
     HubDep,
     Ingester,
     Reader,
+    RowId,
     RunDep,
     SessionDep,
     WriteSessionDep,
@@ -70,11 +71,14 @@ def list_runs(
     if principal.project is not None:
         check_project(principal, project or principal.project)
         project = principal.project
-    query = select(Run).join(Project)
+    query = select(Run)
     if name is not None:
         query = query.where(Run.name == name)
     if project is not None:
-        query = query.where(Project.name == project)
+        # By project id (a scalar subquery, not a join), so PostgreSQL finds the
+        # project's runs through ix_runs_project_created (project_id, created_at, id).
+        project_id = select(Project.id).where(Project.name == project).scalar_subquery()
+        query = query.where(Run.project_id == project_id)
     if status is not None:
         query = query.where(Run.status == status)
     if q:
@@ -99,7 +103,7 @@ def read_run(run: RunDep, _: Reader):
 
 
 @router.post("/{run_id}/heartbeat")
-def heartbeat(run_id: int, session: WriteSessionDep, hub: HubDep, principal: Ingester):
+def heartbeat(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: Ingester):
     """The client is alive; a `lost` run becomes `running` again."""
     run = lock_visible_run(session, run_id, principal)
     run.updated_at = time.time()

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import DatabaseDep, HubDep, Reader, SettingsDep
+from ..deps import DatabaseDep, HubDep, Reader, RowId, SettingsDep
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Event, Project, Run
 from ..views import event_view, run_summary
@@ -54,7 +54,7 @@ def _read_run_changes(database, run_id, after_id):
 
 @router.get("/runs/{run_id}/stream")
 async def stream_run(
-    run_id: int,
+    run_id: RowId,
     database: DatabaseDep,
     hub: HubDep,
     settings: SettingsDep,

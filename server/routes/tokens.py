@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..auth import ROLES, create_token
-from ..deps import SessionDep, WriteSessionDep, require
+from ..deps import RowId, SessionDep, WriteSessionDep, require
 from ..models import ApiToken
 from ..schemas import Name, Strict
 
@@ -54,7 +54,7 @@ def list_tokens(session: SessionDep):
 
 
 @router.delete("/{token_id}")
-def revoke(token_id: int, session: WriteSessionDep, request: Request):
+def revoke(token_id: RowId, session: WriteSessionDep, request: Request):
     """Revoke a token; it stops working on every replica within seconds."""
     token = session.get(ApiToken, token_id)
     if token is None:

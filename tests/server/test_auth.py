@@ -28,6 +28,8 @@ NEEDS = {
     ("POST", "/api/v1/runs/{run_id}/control/ack"): {"ingest", "control"},
     ("GET", "/api/v1/runs/{run_id}/stream"): {"read"},
     ("GET", "/api/v1/stream"): {"read"},
+    ("GET", "/api/v1/sparklines"): {"read"},
+    ("GET", "/api/v1/extremes"): {"read"},
     ("POST", "/api/v1/tokens"): {"admin"},
     ("GET", "/api/v1/tokens"): {"admin"},
     ("DELETE", "/api/v1/tokens/{token_id}"): {"admin"},
@@ -100,7 +102,9 @@ def request_for(method, path, run_id, token_id):
         "/api/v1/tokens": {"json": {"name": f"t{time.monotonic_ns()}", "role": "read"}},
         "/publish/epoch/end/": {"content": b'{"epoch": 0, "loss": 1.0}'},
     }
-    return concrete, (bodies.get(concrete, {}) if method == "POST" else {})
+    queries = {"/api/v1/sparklines": {"params": {"ids": str(run_id)}}}
+    queries["/api/v1/extremes"] = queries["/api/v1/sparklines"]
+    return concrete, (bodies.get(concrete, {}) if method == "POST" else queries.get(concrete, {}))
 
 
 def test_auth_matrix(secured):

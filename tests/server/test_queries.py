@@ -5,6 +5,9 @@ import math
 import keras
 import numpy as np
 
+from callboard.server.series import ROLLUP_ABOVE_POINTS
+from callboard.server.values import encode_number
+
 from .helpers import create_run, epoch_event, post_events
 
 
@@ -84,6 +87,47 @@ def test_downsampling_bounds_points_and_keeps_spikes(api):
     assert small["points"][0]["step"] == 0 and small["points"][-1]["step"] == steps - 1
     stepped = [p["step"] for p in small["points"]]
     assert stepped == sorted(stepped)
+
+
+def test_long_series_downsample_from_rollups_like_from_points(api):
+    # Above ROLLUP_ABOVE_POINTS the chart is drawn from metric_rollups: same shape as the
+    # points path (bounded, spikes and NaN kept, ends kept, sorted), and retries add nothing.
+    run_id = create_run(api)
+    steps = ROLLUP_ABOVE_POINTS + 5000
+    values = [1.0 / (1 + s / 100) for s in range(steps)]
+    values[1234], values[steps - 77], values[2000] = 50.0, -7.0, math.nan
+    values[9000] = math.inf
+    events = [
+        {
+            "seq": s + 1,
+            "kind": "metrics",
+            "step": s,
+            "epoch": s // 1000,
+            "metrics": {"loss": v if math.isfinite(v) else encode_number(v), "other": 1.0},
+        }
+        for s, v in enumerate(values)
+    ]
+    for start in range(0, steps, 5000):
+        post_events(api, run_id, *events[start : start + 5000])
+    post_events(api, run_id, *events[:5000])  # a retried batch: stored once, rolled up once
+    for max_points in (2000, 200):
+        small = api.get(f"/api/v1/runs/{run_id}/metrics/loss", params={"max_points": max_points})
+        small = small.json()
+        assert small["downsampled"] and small["total"] == steps
+        assert max_points // 4 <= len(small["points"]) <= max_points + 1
+        values_seen = [p["value"] for p in small["points"] if p["value"] != "NaN"]
+        assert "Infinity" in values_seen
+        numbers = [v for v in values_seen if v != "Infinity"]
+        assert max(numbers) == 50.0 and min(numbers) == -7.0
+        assert any(p["value"] == "NaN" and p["step"] == 2000 for p in small["points"])
+        assert small["points"][0]["step"] == 0 and small["points"][-1]["step"] == steps - 1
+        assert small["points"][-1]["epoch"] == (steps - 1) // 1000
+        stepped = [p["step"] for p in small["points"]]
+        assert stepped == sorted(stepped)
+    after = api.get(
+        f"/api/v1/runs/{run_id}/metrics/loss", params={"max_points": 200, "after_step": 100}
+    ).json()
+    assert after["total"] == steps - 101 and after["points"][0]["step"] == 101
 
 
 def test_csv_export_matches_keras_csv_logger(api, tmp_path):

@@ -1,0 +1,146 @@
+"""Regenerate docs/screenshots/: the runs, run and compare pages over real Keras runs.
+
+Starts a server on a fresh SQLite file, trains three small real Keras models against it
+(two that finish, one stopped remotely mid-training), and shoots the pages in Debian's
+Chromium. Usage: `python docs/make_screenshots.py`.
+"""
+
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+OUT = Path(__file__).resolve().parent / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def train(root, name, hidden, learning_rate, epochs, extra_callbacks=()):
+    """A small binary classifier, reporting every epoch and every 10 batches."""
+    import keras
+    import numpy as np
+
+    from callboard.client import ModelCheckpoint, ReduceLROnPlateau, RemoteMonitor, RemoteStop
+
+    keras.utils.set_random_seed(hidden)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4096, 20)).astype("float32")
+    y = (x[:, :5].sum(axis=1) + 0.8 * rng.normal(size=4096) > 0).astype("float32")
+    model = keras.Sequential(
+        [
+            keras.Input((20,)),
+            keras.layers.Dense(hidden, activation="relu"),
+            keras.layers.Dense(hidden, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(learning_rate), "binary_crossentropy", ["accuracy"])
+    folder = tempfile.mkdtemp()
+    return model.fit(
+        x,
+        y,
+        validation_split=0.25,
+        epochs=epochs,
+        batch_size=64,
+        verbose=0,
+        callbacks=[
+            RemoteMonitor(
+                root=root,
+                run=name,
+                project="screenshots",
+                batch_frequency=10,
+                tags=["mlp", f"h{hidden}"],
+                config={
+                    "optimizer": "adam",
+                    "learning_rate": learning_rate,
+                    "hidden": hidden,
+                    "layers": 2,
+                    "data": {"samples": 4096, "noise": 0.8},
+                },
+            ),
+            RemoteStop(root=root, interval=0.2),
+            ModelCheckpoint(f"{folder}/best.keras", monitor="val_loss", save_best_only=True),
+            ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2),
+            *extra_callbacks,
+        ],
+    )
+
+
+def stop_after(root, name, epochs):
+    """Press Stop (through the API) once run `name` has `epochs` epochs."""
+    while True:
+        runs = httpx.get(f"{root}/api/v1/runs", params={"name": name}).json()["runs"]
+        if runs and runs[0]["epochs_done"] >= epochs:
+            httpx.post(
+                f"{root}/api/v1/runs/{runs[0]['id']}/stop",
+                json={"reason": "val_loss has flattened out"},
+            )
+            return runs[0]["id"]
+        time.sleep(0.1)
+
+
+def shoot(root, run_id, compare_ids):
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for scheme, suffix in (("light", ""), ("dark", "-dark")):
+            context = browser.new_context(
+                viewport={"width": 1280, "height": 900}, color_scheme=scheme
+            )
+            page = context.new_page()
+            page.goto(root + "/")
+            page.wait_for_selector("body[data-ready=true]")
+            page.locator("svg.sparkline polyline").last.wait_for()
+            page.screenshot(path=OUT / f"runs{suffix}.png", full_page=True)
+            page.goto(f"{root}/runs/{run_id}")
+            page.wait_for_selector("body[data-charts-ready=true]")
+            page.wait_for_selector("#timeline li")
+            page.screenshot(path=OUT / f"run{suffix}.png", full_page=True)
+            page.goto(f"{root}/compare?ids={','.join(map(str, compare_ids))}")
+            page.wait_for_selector("body[data-charts-ready=true]")
+            page.wait_for_selector("#best-table tbody tr")
+            page.screenshot(path=OUT / f"compare{suffix}.png", full_page=True)
+            context.close()
+        browser.close()
+
+
+def main():
+    from callboard.server.process import ServerProcess
+
+    with tempfile.TemporaryDirectory() as folder:
+        server = ServerProcess(f"sqlite:///{Path(folder) / 'screenshots.db'}").start()
+        root = server.root
+        try:
+            train(root, "baseline-h16", hidden=16, learning_rate=1e-3, epochs=30)
+            train(root, "wide-h64", hidden=64, learning_rate=3e-3, epochs=30)
+            stopper = threading.Thread(target=stop_after, args=(root, "wide-h64-lr1e-2", 14))
+            stopper.start()
+            train(root, "wide-h64-lr1e-2", hidden=64, learning_rate=1e-2, epochs=60)
+            stopper.join()
+            runs = httpx.get(f"{root}/api/v1/runs", params={"sort": "oldest"}).json()["runs"]
+            ids = [run["id"] for run in runs]
+            shoot(root, ids[-1], ids)
+        finally:
+            server.stop()
+    print(f"Wrote {', '.join(sorted(p.name for p in OUT.glob('*.png')))} to {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+// Plotly charts of metric series: train and validation overlaid, EMA smoothing, log scale,
+// light/dark theme, and live points appended with Plotly.extendTraces (no full redraw).
+/* global Plotly */
+
+import { toNumber } from "./api.js";
+import { element } from "./format.js";
+
+export const PALETTE = [
+  "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939",
+];
+const MARKERS_UP_TO = 60;
+
+/** Resolves with Plotly once plotly.min.js (an async script, parsed while data loads) ran. */
+export const plotlyReady = new Promise((resolve, reject) => {
+  if (window.Plotly) {
+    resolve(window.Plotly);
+    return;
+  }
+  const tag = document.getElementById("plotly-js");
+  tag.addEventListener("load", () => resolve(window.Plotly));
+  tag.addEventListener("error", () => reject(new Error("plotly.js did not load")));
+});
+
+/** "val_loss" → "loss", "batch/val_acc" → "batch/acc", "lr" → "learning_rate". */
+export function familyOf(key) {
+  let prefix = "";
+  let name = key;
+  if (name.startsWith("batch/")) {
+    prefix = "batch/";
+    name = name.slice(6);
+  }
+  if (name.startsWith("val_")) name = name.slice(4);
+  if (name === "lr") name = "learning_rate";
+  return prefix + name;
+}
+
+export function isValidation(key) {
+  return key.replace(/^batch\//, "").startsWith("val_");
+}
+
+export function familyTitle(family) {
+  const batch = family.startsWith("batch/");
+  const name = (batch ? family.slice(6) : family).replaceAll("_", " ");
+  return batch ? `${name} (per batch)` : name;
+}
+
+function familyRank(family) {
+  const name = family.replace(/^batch\//, "");
+  const rank = name === "loss" ? 0 : name === "learning_rate" ? 2 : 1;
+  return (family.startsWith("batch/") ? 10 : 0) + rank;
+}
+
+export function compareFamilies(a, b) {
+  return familyRank(a) - familyRank(b) || a.localeCompare(b);
+}
+
+/** User text for Plotly, which renders a subset of HTML in names and titles: escape it. */
+export function plotlyText(text) {
+  return String(text).replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+}
+
+/** A value for plotting: finite numbers stay, anything else (NaN, ±∞) is a gap. */
+export function plotValue(value) {
+  const number = typeof value === "number" ? value : toNumber(value);
+  return Number.isFinite(number) ? number : null;
+}
+
+/** TensorBoard's smoothing: an exponential moving average, debiased for its first points. */
+export class Ema {
+  constructor(weight) {
+    this.weight = weight;
+    this.last = 0;
+    this.count = 0;
+  }
+
+  next(value) {
+    if (value === null) return null;
+    this.last = this.last * this.weight + (1 - this.weight) * value;
+    this.count += 1;
+    return this.last / (1 - this.weight ** this.count);
+  }
+}
+
+export function ema(values, weight) {
+  const state = new Ema(weight);
+  return values.map((value) => state.next(value));
+}
+
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+/** `{"a.b": 1}` merged into `target` as `{a: {b: 1}}`. */
+function mergeDotted(target, dotted) {
+  for (const [path, value] of Object.entries(dotted)) {
+    const parts = path.split(".");
+    let node = target;
+    for (const part of parts.slice(0, -1)) node = node[part] ??= {};
+    node[parts[parts.length - 1]] = value;
+  }
+  return target;
+}
+
+/** Plotly layout colours from the page's CSS variables (so light/dark follow the system). */
+export function themeUpdate() {
+  const fg = cssVar("--fg");
+  const grid = cssVar("--grid");
+  const line = cssVar("--line");
+  return {
+    paper_bgcolor: "rgba(0,0,0,0)",
+    plot_bgcolor: "rgba(0,0,0,0)",
+    "font.color": fg,
+    "xaxis.gridcolor": grid,
+    "yaxis.gridcolor": grid,
+    "xaxis.linecolor": line,
+    "yaxis.linecolor": line,
+    "hoverlabel.bgcolor": cssVar("--panel"),
+    "hoverlabel.bordercolor": line,
+    "hoverlabel.font.color": fg,
+  };
+}
+
+const charts = new Set();
+window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  for (const chart of charts) chart.applyTheme();
+});
+
+/**
+ * One chart: several series (e.g. loss and val_loss, or one run each), each drawn as a
+ * main trace (smoothed when smoothing > 0) and a faint raw trace shown while smoothing.
+ */
+export class MetricChart {
+  constructor(container, { title, xTitle, before = null }) {
+    this.title = title;
+    this.xTitle = xTitle;
+    this.div = element("div", { className: "chart" });
+    this.div.setAttribute("role", "img");
+    this.div.setAttribute("aria-label", `Chart of ${title}`);
+    container.insertBefore(this.div, before);
+    this.series = [];
+    this.byKey = new Map();
+    this.smoothing = 0;
+    this.log = false;
+    this.drawn = false;
+    this.pending = new Map();
+    charts.add(this);
+  }
+
+  /** Add a series; `points` are API points `{step, value}`. */
+  addSeries(key, { name, color, dash = "solid", points = [] }) {
+    const series = {
+      key,
+      name,
+      color,
+      dash,
+      x: points.map((p) => p.step),
+      y: points.map((p) => plotValue(p.value)),
+      ema: null,
+    };
+    series.smoothed = this.#smooth(series);
+    this.series.push(series);
+    this.byKey.set(key, series);
+    if (this.drawn) {
+      const traces = this.#traces(series);
+      Plotly.addTraces(this.div, traces);
+    }
+    return series;
+  }
+
+  has(key) {
+    return this.byKey.has(key);
+  }
+
+  lastStep(key) {
+    const series = this.byKey.get(key);
+    return series && series.x.length ? series.x[series.x.length - 1] : -Infinity;
+  }
+
+  pointCount() {
+    return this.series.reduce((sum, s) => sum + s.x.length, 0);
+  }
+
+  #smooth(series) {
+    series.ema = new Ema(this.smoothing);
+    return this.smoothing > 0 ? series.y.map((v) => series.ema.next(v)) : series.y.slice();
+  }
+
+  #traces(series) {
+    const mode = series.x.length > MARKERS_UP_TO ? "lines" : "lines+markers";
+    const main = {
+      type: "scatter",
+      mode,
+      name: plotlyText(series.name),
+      x: series.x.slice(),
+      y: series.smoothed.slice(),
+      line: { color: series.color, dash: series.dash, width: 2 },
+      marker: { size: 5, color: series.color },
+      legendgroup: series.key,
+      hovertemplate: "%{y:.5g}",
+    };
+    const raw = {
+      type: "scatter",
+      mode: "lines",
+      name: plotlyText(`${series.name} (raw)`),
+      x: series.x.slice(),
+      y: series.y.slice(),
+      line: { color: series.color, dash: series.dash, width: 1 },
+      opacity: 0.3,
+      legendgroup: series.key,
+      showlegend: false,
+      visible: this.smoothing > 0,
+      hovertemplate: "%{y:.5g}",
+    };
+    return [main, raw];
+  }
+
+  #layout() {
+    const layout = {
+      title: { text: plotlyText(this.title), x: 0.01, xanchor: "left", font: { size: 14 } },
+      margin: { l: 64, r: 14, t: 34, b: 40 },
+      xaxis: { title: { text: plotlyText(this.xTitle), standoff: 4 }, zeroline: false },
+      yaxis: { type: this.log ? "log" : "linear", zeroline: false, exponentformat: "e" },
+      hovermode: "x unified",
+      showlegend: true,
+      legend: { orientation: "h", x: 1, xanchor: "right", y: 1.0, yanchor: "bottom" },
+      uirevision: "keep",
+    };
+    return mergeDotted(layout, themeUpdate());
+  }
+
+  async draw() {
+    await plotlyReady;
+    this.pending.clear(); // the traces below hold every point so far
+    const traces = this.series.flatMap((series) => this.#traces(series));
+    await Plotly.newPlot(this.div, traces, this.#layout(), {
+      responsive: true,
+      displaylogo: false,
+      modeBarButtonsToRemove: ["select2d", "lasso2d"],
+    });
+    this.drawn = true;
+  }
+
+  /** Queue a live point; `flush()` draws every queued point in one extendTraces. */
+  push(key, step, value) {
+    const series = this.byKey.get(key);
+    const y = plotValue(value);
+    series.x.push(step);
+    series.y.push(y);
+    const smoothed = this.smoothing > 0 ? series.ema.next(y) : y;
+    series.smoothed.push(smoothed);
+    const index = this.series.indexOf(series);
+    let entry = this.pending.get(index);
+    if (!entry) {
+      entry = { x: [], y: [], smoothed: [] };
+      this.pending.set(index, entry);
+    }
+    entry.x.push(step);
+    entry.y.push(y);
+    entry.smoothed.push(smoothed);
+  }
+
+  /** Draw the queued points (one flush at a time per chart). */
+  flush() {
+    this.flushing = (this.flushing ?? Promise.resolve()).then(() => this.#extend());
+    return this.flushing;
+  }
+
+  async #extend() {
+    if (!this.pending.size || !this.drawn) return;
+    const indices = [];
+    const update = { x: [], y: [] };
+    for (const [index, entry] of this.pending) {
+      indices.push(2 * index, 2 * index + 1);
+      update.x.push(entry.x, entry.x.slice());
+      update.y.push(entry.smoothed, entry.y);
+    }
+    this.pending.clear();
+    await Plotly.extendTraces(this.div, update, indices);
+  }
+
+  async setSmoothing(weight) {
+    this.smoothing = weight;
+    for (const series of this.series) series.smoothed = this.#smooth(series);
+    if (!this.drawn) return;
+    const mains = this.series.map((_, i) => 2 * i);
+    const raws = this.series.map((_, i) => 2 * i + 1);
+    await Plotly.restyle(this.div, { y: this.series.map((s) => s.smoothed.slice()) }, mains);
+    await Plotly.restyle(this.div, { visible: weight > 0 }, raws);
+  }
+
+  async setLog(on) {
+    this.log = on;
+    if (this.drawn) await Plotly.relayout(this.div, { "yaxis.type": on ? "log" : "linear" });
+  }
+
+  applyTheme() {
+    if (this.drawn) Plotly.relayout(this.div, themeUpdate());
+  }
+
+  remove() {
+    charts.delete(this);
+    if (this.drawn) Plotly.purge(this.div);
+    this.div.remove();
+  }
+}
+
+/** Wire the shared log-scale checkbox and smoothing slider to `apply(options)`. */
+export function bindChartControls(apply) {
+  const log = document.getElementById("log-scale");
+  const smoothing = document.getElementById("smoothing");
+  const output = document.getElementById("smoothing-value");
+  log.addEventListener("change", () => apply({ log: log.checked }));
+  smoothing.addEventListener("input", () => {
+    output.value = Number(smoothing.value).toFixed(2);
+    apply({ smoothing: Number(smoothing.value) });
+  });
+  return { log: log.checked, smoothing: Number(smoothing.value) };
+}
+
+/**
+ * `max_points` for a series drawn `width` CSS pixels wide: one point per pixel of the plot
+ * area. The server keeps each bucket's min and max, so every 2 px show a bucket's extremes.
+ */
+export function pointsFor(width) {
+  const plotWidth = (width || 600) - 80;
+  return Math.min(100000, Math.max(200, Math.ceil(plotWidth * (window.devicePixelRatio || 1))));
+}

@@ -1,0 +1,74 @@
+// Small formatting and DOM helpers shared by the pages. Text only: never innerHTML.
+
+export function formatValue(value) {
+  if (value === null || value === undefined) return "—";
+  if (typeof value === "string") return value === "Infinity" ? "∞" : value === "-Infinity" ? "−∞" : value;
+  if (!Number.isFinite(value)) return Number.isNaN(value) ? "NaN" : value > 0 ? "∞" : "−∞";
+  if (value === 0) return "0";
+  const size = Math.abs(value);
+  if (size >= 1e5 || size < 1e-4) return Number(value.toPrecision(4)).toExponential();
+  if (Number.isInteger(value)) return String(value);
+  return String(Number(value.toPrecision(5)));
+}
+
+export function ago(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+export function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const rest = s % 60;
+  if (h) return `${h}h ${String(m).padStart(2, "0")}m`;
+  if (m) return `${m}m ${String(rest).padStart(2, "0")}s`;
+  return `${rest}s`;
+}
+
+export function clock(unixSeconds) {
+  const date = new Date(unixSeconds * 1000);
+  const sameDay = date.toDateString() === new Date().toDateString();
+  return sameDay
+    ? date.toLocaleTimeString([], { hour12: false })
+    : date.toLocaleString([], { hour12: false, dateStyle: "short", timeStyle: "medium" });
+}
+
+export function isoTime(unixSeconds) {
+  return new Date(unixSeconds * 1000).toISOString();
+}
+
+/** Set a <time> element to "Ns ago", with the exact time as its datetime and tooltip. */
+export function setAgo(timeElement, unixSeconds, now = Date.now() / 1000) {
+  if (!unixSeconds) return;
+  timeElement.dateTime = isoTime(unixSeconds);
+  timeElement.title = new Date(unixSeconds * 1000).toLocaleString();
+  timeElement.textContent = ago(now - unixSeconds);
+}
+
+export function setStatus(badge, status) {
+  badge.dataset.status = status;
+  badge.textContent = status;
+}
+
+/** `element("li", {className: "x", text: "y", dataset: {kind: "z"}}, ...children)` */
+export function element(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  const { text, dataset, ...rest } = props;
+  Object.assign(node, rest);
+  if (text !== undefined) node.textContent = text;
+  if (dataset) Object.assign(node.dataset, dataset);
+  node.append(...children);
+  return node;
+}
+
+/** The metric a run is judged by: val_loss, else loss, else its first epoch metric. */
+export function mainMetric(keys) {
+  const sorted = [...keys].sort();
+  for (const key of ["val_loss", "loss"]) if (sorted.includes(key)) return key;
+  const epochKeys = sorted.filter((k) => !k.startsWith("batch/") && k !== "learning_rate" && k !== "lr");
+  return epochKeys[0] ?? sorted[0] ?? null;
+}

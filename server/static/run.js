@@ -1,0 +1,169 @@
+// The run page: charts, progress, events and the Stop button, kept live over SSE.
+
+import { apiUrl, getJSON, metricPath } from "./api.js";
+import { MetricBoard } from "./board.js";
+import { bindChartControls, pointsFor } from "./charts.js";
+import { setAgo, setStatus } from "./format.js";
+import { batcher, subscribe } from "./live.js";
+import { Progress } from "./progress.js";
+import { StopControl } from "./stop.js";
+import { Timeline } from "./timeline.js";
+
+const body = document.body;
+const runId = Number(body.dataset.runId);
+const streamAfter = Number(body.dataset.lastEventId);
+let run = JSON.parse(body.dataset.run);
+
+const chartsBox = document.getElementById("charts");
+const board = new MetricBoard(chartsBox, document.getElementById("charts-empty"));
+const timeline = new Timeline(document.getElementById("timeline"), document.getElementById("timeline-empty"));
+const progress = new Progress();
+const stop = new StopControl(runId);
+const statusBadge = document.getElementById("run-status");
+const created = document.getElementById("run-created");
+const updated = document.getElementById("run-updated");
+
+/** Where an event's metrics sit on the x axis: the epoch for epoch ends, else the step. */
+function pointStep(event) {
+  if (event.kind === "epoch_end" && event.epoch !== null) return event.epoch;
+  return event.step ?? event.epoch ?? event.seq;
+}
+
+function showRun(summary) {
+  run = { ...run, ...summary };
+  setStatus(statusBadge, run.status);
+  setAgo(updated, run.updated_at);
+  stop.update(run.stop ?? run.control?.state ?? "none", run.status);
+  progress.setRun(run);
+  progress.render();
+}
+
+let lastDrawn = streamAfter;
+
+function applyEvent(event) {
+  const metrics = Object.entries(event.metrics || {});
+  if (metrics.length) {
+    const step = pointStep(event);
+    const xTitle = event.kind === "epoch_end" ? "epoch" : "step";
+    for (const [key, value] of metrics) board.push(key, step, value, xTitle);
+  }
+  if (event.kind === "train_begin") progress.trainBegan(event.time, event.data);
+  else if (event.kind === "epoch_end") progress.epochEnded(event.epoch, event.time);
+  else if (event.kind === "batch_end" && event.step !== null) progress.batchEnded(event.step, event.epoch, event.time);
+  timeline.add(event);
+  lastDrawn = Math.max(lastDrawn, event.id);
+}
+
+/**
+ * Announce (for tests and the benchmark) that events up to `upTo` are on screen, once the
+ * frame that drew them has painted (a task queued from its rAF runs after the paint).
+ * `scope`: "first" (the first chart that changed), "visible" (every chart in view),
+ * "all" (the charts out of view too).
+ */
+function announceDrawn(upTo, scope) {
+  requestAnimationFrame(() =>
+    setTimeout(() => {
+      if (scope === "visible") body.dataset.lastDrawnEvent = String(upTo);
+      body.dataset.points = String(board.pointCount());
+      const detail = { lastEventId: upTo, scope, at: performance.now() };
+      document.dispatchEvent(new CustomEvent("callboard:drawn", { detail }));
+    }),
+  );
+}
+
+let applying = Promise.resolve();
+function applyEvents(events) {
+  applying = applying.then(async () => {
+    for (const event of events) applyEvent(event);
+    progress.update();
+    const upTo = lastDrawn;
+    let first = true;
+    const { visible, done } = board.flush(() => {
+      if (first) announceDrawn(upTo, "first");
+      first = false;
+    });
+    await visible;
+    announceDrawn(upTo, "visible");
+    done.then(() => announceDrawn(upTo, "all"));
+  });
+  return applying;
+}
+
+let ready = false;
+const early = [];
+const enqueue = batcher(applyEvents);
+
+subscribe(apiUrl(`/runs/${runId}/stream`, { after: streamAfter }), {
+  onEvent: (event) => (ready ? enqueue(event) : early.push(event)),
+  onRun: showRun,
+});
+
+/** Draw every chart, each as soon as its series arrive; return `{key: points}`. */
+async function loadSeries() {
+  const maxPoints = pointsFor(board.chartWidth());
+  const series = new Map();
+  const load = (key) =>
+    getJSON(metricPath(runId, key), { max_points: maxPoints })
+      .then((answer) => answer.points)
+      .catch(() => [])
+      .then((points) => {
+        series.set(key, points);
+        return points;
+      });
+  await board.load(run.metrics, load);
+  return series;
+}
+
+/** Seed the ETA from the loaded series: epoch end times, and the latest batch points. */
+function seedProgress(series) {
+  const epochKey = run.metrics.find((k) => !k.startsWith("batch/"));
+  for (const point of series.get(epochKey) ?? []) {
+    if (point.epoch === point.step) progress.epochEnded(point.epoch, point.time);
+  }
+  const batchKey = run.metrics.find((k) => k.startsWith("batch/"));
+  for (const point of (series.get(batchKey) ?? []).slice(-10)) {
+    progress.batchEnded(point.step, point.epoch, point.time);
+  }
+}
+
+async function loadTimeline() {
+  let after = 0;
+  for (let page = 0; page < 5; page += 1) {
+    const { events } = await getJSON(`/runs/${runId}/events`, {
+      include_metrics: false,
+      after_id: after,
+      limit: 1000,
+    });
+    for (const event of events) {
+      if (event.kind === "train_begin") progress.trainBegan(event.time, event.data);
+      timeline.add(event);
+    }
+    if (events.length < 1000) return;
+    after = events[events.length - 1].id;
+  }
+}
+
+async function start() {
+  setAgo(created, run.created_at);
+  showRun(run);
+  const series = await loadSeries();
+  chartsBox.setAttribute("aria-busy", "false");
+  requestAnimationFrame(() =>
+    setTimeout(() => {
+      performance.mark("callboard:charts-ready");
+      body.dataset.chartsReady = "true";
+      body.dataset.points = String(board.pointCount());
+    }),
+  );
+  seedProgress(series);
+  await loadTimeline().catch(() => {});
+  ready = true;
+  await applyEvents(early.splice(0));
+}
+
+board.setOptions(bindChartControls((change) => board.setOptions(change)));
+setInterval(() => {
+  setAgo(updated, run.updated_at);
+  progress.render();
+}, 1000);
+start();

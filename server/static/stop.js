@@ -1,0 +1,68 @@
+// The Stop button: a confirmation <dialog>, then requested → acknowledged → stopped.
+
+import { postJSON } from "./api.js";
+
+const STEPS = ["requested", "acknowledged", "stopped"];
+const MESSAGES = {
+  requested: "Stop requested: waiting for the training to notice…",
+  acknowledged: "The training is stopping after its current batch…",
+  stopped: "Training stopped.",
+};
+const STOPPABLE = new Set(["running", "lost"]);
+
+export class StopControl {
+  constructor(runId) {
+    this.runId = runId;
+    this.button = document.getElementById("stop-button");
+    this.dialog = document.getElementById("stop-dialog");
+    this.reason = document.getElementById("stop-reason");
+    this.steps = document.getElementById("stop-steps");
+    this.message = document.getElementById("stop-message");
+    this.state = this.steps.dataset.state;
+    this.status = null;
+    this.button.addEventListener("click", () => this.#ask());
+    this.dialog.addEventListener("close", () => {
+      if (this.dialog.returnValue === "confirm") this.#request(this.reason.value.trim());
+    });
+    this.reason.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        this.dialog.close("confirm");
+      }
+    });
+  }
+
+  #ask() {
+    this.reason.value = "";
+    this.dialog.returnValue = "";
+    this.dialog.showModal();
+  }
+
+  async #request(reason) {
+    this.button.disabled = true;
+    this.message.textContent = "Requesting a stop…";
+    try {
+      const control = await postJSON(`/runs/${this.runId}/stop`, { reason: reason || null });
+      this.update(control.state, control.status);
+    } catch (error) {
+      this.message.textContent = `Could not stop: ${error.message}`;
+      this.update(this.state, this.status);
+    }
+  }
+
+  /** Show stop state `state` of a run whose status is `status`. */
+  update(state, status) {
+    this.state = state;
+    this.status = status;
+    this.steps.dataset.state = state;
+    const reached = STEPS.indexOf(state);
+    for (const item of this.steps.children) {
+      item.classList.toggle("done", STEPS.indexOf(item.dataset.step) <= reached);
+      if (item.dataset.step === state) item.setAttribute("aria-current", "step");
+      else item.removeAttribute("aria-current");
+    }
+    this.button.disabled = state !== "none" || !STOPPABLE.has(status);
+    if (MESSAGES[state]) this.message.textContent = MESSAGES[state];
+    else if (!STOPPABLE.has(status)) this.message.textContent = "";
+  }
+}

@@ -1,0 +1,64 @@
+// The run's events timeline: checkpoints, LR changes, early stop, remote stop, NaN, ...
+
+import { clock, element, formatValue } from "./format.js";
+
+export const METRIC_KINDS = new Set(["epoch_end", "batch_end", "metrics"]);
+
+const LABELS = {
+  train_begin: "training started",
+  train_end: "training ended",
+  checkpoint_saved: "checkpoint saved",
+  early_stop: "early stop",
+  lr_changed: "learning rate",
+  nan: "NaN",
+  restored: "resumed",
+  stop_requested: "stop requested",
+  stop_acknowledged: "stop acknowledged",
+  lost: "client silent",
+};
+
+const DESCRIBE = {
+  train_begin: (d) => `${d.epochs ?? "?"} epochs × ${d.steps ?? "?"} steps`,
+  train_end: (d) => `status ${d.status ?? "?"}${d.error ? `: ${d.error}` : ""}`,
+  checkpoint_saved: (d) =>
+    `${d.path ?? ""}${d.monitor ? ` (${d.monitor} = ${formatValue(d.value)})` : ""}`,
+  early_stop: (d) =>
+    `${d.monitor ?? "monitor"} best ${formatValue(d.best)}${d.restored_weights ? ", best weights restored" : ""}`,
+  lr_changed: (d) =>
+    `${formatValue(d.old)} → ${formatValue(d.new)}${d.optimizer ? ` (${d.optimizer})` : ""}`,
+  nan: (d) => `non-finite loss at batch ${d.batch ?? "?"}`,
+  restored: (d) => `from the backup of epoch ${d.epoch ?? "?"}`,
+  stop_requested: (d) => (d.reason ? `reason: ${d.reason}` : "no reason given"),
+  stop_acknowledged: () => "the training saw the request and is stopping",
+  lost: (d) => `no news for ${d.silent_seconds ?? "?"} s`,
+};
+
+function describe(event) {
+  const data = event.data || {};
+  const text = DESCRIBE[event.kind] ? DESCRIBE[event.kind](data) : JSON.stringify(data).slice(0, 300);
+  return event.epoch !== null && event.epoch !== undefined ? `epoch ${event.epoch} · ${text}` : text;
+}
+
+export class Timeline {
+  constructor(list, emptyNote) {
+    this.list = list;
+    this.emptyNote = emptyNote;
+    this.seen = new Set();
+  }
+
+  /** Add an event (newest first); metric events and events already shown are ignored. */
+  add(event) {
+    if (METRIC_KINDS.has(event.kind) || this.seen.has(event.id)) return;
+    this.seen.add(event.id);
+    const time = element("time", { text: clock(event.time), dateTime: new Date(event.time * 1000).toISOString() });
+    const item = element(
+      "li",
+      { dataset: { kind: event.kind } },
+      time,
+      element("span", { className: "kind", text: LABELS[event.kind] ?? event.kind }),
+      element("span", { className: "detail", text: describe(event) }),
+    );
+    this.list.prepend(item);
+    this.emptyNote.hidden = true;
+  }
+}

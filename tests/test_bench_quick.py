@@ -1,0 +1,33 @@
+"""The benchmarks' quick mode runs end to end, so the runner can't rot. No timing is asserted."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TITLES = {
+    "ingest": "## Ingest: Callboard vs MLflow tracking server",
+    "latency": "## Latency: remote stop and live stream",
+    "queries": "## Queries: long series and a busy runs list",
+    "memory": "## Memory: server resident set size",
+}
+
+
+@pytest.mark.timeout(600)
+def test_quick_benchmarks_run_and_print_their_tables(tmp_path):
+    env = {**os.environ, "CALLBOARD_SPOOL_DIR": str(tmp_path / "spool")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-write", *TITLES],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=570,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for title in TITLES.values():
+        assert title in done.stdout, done.stdout[-3000:]
+    assert "| holds |" in done.stdout
