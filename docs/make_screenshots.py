@@ -48,7 +48,7 @@ def train(root, name, hidden, learning_rate, epochs, extra_callbacks=()):
             keras.layers.Dense(1, activation="sigmoid"),
         ]
     )
-    model.compile(keras.optimizers.Adam(learning_rate), "binary_crossentropy", ["accuracy"])
+    model.compile(keras.optimizers.Adam(learning_rate), "binary_crossentropy", metrics=["accuracy"])
     folder = tempfile.mkdtemp()
     return model.fit(
         x,

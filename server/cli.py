@@ -285,18 +285,26 @@ def token_create(
     name: Annotated[str, typer.Argument(help="A name for the token, e.g. the machine using it.")],
     role: Annotated[str, typer.Option(help="ingest, read, control or admin.")] = "ingest",
     project: Annotated[str | None, typer.Option(help="Limit the token to this project.")] = None,
+    if_none: Annotated[
+        bool, typer.Option("--if-none", help="Only if no token exists yet (a first start).")
+    ] = False,
     db: DbOption = None,
 ):
     """Create an API token and print it (shown once; it is stored hashed)."""
+    from sqlalchemy import func, select
     from sqlalchemy.exc import IntegrityError
 
     from .auth import ROLES, create_token
+    from .models import ApiToken
 
     if role not in ROLES:
         console.print(f"[red]--role must be one of {', '.join(ROLES)}[/red]")
         raise typer.Exit(2)
     database = _open_database(db)
     with database.writer() as session:
+        if if_none and session.scalar(select(func.count()).select_from(ApiToken)):
+            typer.echo("Tokens exist already; none created.")
+            return
         try:
             _, secret = create_token(session, name, role, project)
             session.commit()

@@ -86,15 +86,31 @@ def test_db_is_postgres_with_healthcheck_and_named_volume(compose, services):
     )
 
 
+def migrate_steps(migrate):
+    """The commands of the migrate service: `sh -c "a && b"` → `[["a"...], ["b"...]]`."""
+    cmd = command(migrate)
+    if cmd[:2] == ["sh", "-c"]:
+        return [shlex.split(step) for step in cmd[2].split("&&")]
+    return [cmd]
+
+
 def test_migrate_upgrades_once_after_db_is_healthy(services):
     migrate = services["migrate"]
-    assert command(migrate) == ["callboard", "db", "upgrade"], (
-        f"migrate runs {command(migrate)}, not `callboard db upgrade`"
+    steps = migrate_steps(migrate)
+    assert steps[0] == ["callboard", "db", "upgrade"], (
+        f"migrate runs {steps[0]} first, not `callboard db upgrade`"
     )
     assert migrate.get("restart") == "no", (
         f"migrate restart is {migrate.get('restart')!r}; a one-shot job needs the string 'no'"
     )
     assert depends_on(migrate).get("db") == "service_healthy", "migrate does not wait for db"
+
+
+def test_first_start_creates_an_admin_token_so_replicas_may_listen(services):
+    # The replicas bind 0.0.0.0, which `callboard serve` refuses with no token and no --insecure.
+    assert all("--insecure" not in command(services[name]) for name in SERVERS)
+    steps = migrate_steps(services["migrate"])
+    assert ["callboard", "token", "create", "admin", "--role", "admin", "--if-none"] in steps[1:]
 
 
 @pytest.mark.parametrize("name", SERVERS)

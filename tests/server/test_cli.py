@@ -73,3 +73,17 @@ def test_db_url_comes_from_the_environment(tmp_path, monkeypatch):
     assert migrate.current_revision(url) is not None
     assert invoke("db", "downgrade", "base").exit_code == 0
     assert migrate.current_revision(url) is None
+
+
+def test_token_create_if_none_makes_only_the_first_token(tmp_path):
+    # docker-compose's first start: `callboard token create admin --role admin --if-none`.
+    url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    args = ["token", "create", "admin", "--role", "admin", "--if-none", "--db", url]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert first.output.split()[-1].startswith("cb_")
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "none created" in again.output and "cb_" not in again.output
+    listed = runner.invoke(app, ["token", "list", "--db", url])
+    assert listed.output.count("admin") == 2  # one row: its name and its role
