@@ -18,6 +18,8 @@ BENCHMARKS = {
     "latency": "bench.latency",
     "queries": "bench.queries",
     "memory": "bench.memory",
+    "dashboard": "bench.dashboard",
+    "postgres": "bench.postgres",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
