@@ -48,7 +48,7 @@ def _timed(call, repeats, warm=True):
 
 def load_callboard_series(root, database, points):
     """A run with `points` points of `loss` (and their rollups); returns its id."""
-    from callboard.server.ingest import ROLLUP_COLUMNS, rollup_rows
+    from callboard.server.rollups import ROLLUP_COLUMNS, rollup_rows
 
     api = CallboardApi(root)
     run_id = api.create_run("long-series")

@@ -19,19 +19,19 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return request.app.state.database
 
 
-def get_hub(request: Request) -> LiveHub:
+async def get_hub(request: Request) -> LiveHub:
     return request.app.state.hub
 
 
-def get_tokens(request: Request) -> TokenStore:
+async def get_tokens(request: Request) -> TokenStore:
     return request.app.state.tokens
 
 
@@ -90,7 +90,7 @@ def require(*scopes):
         `@router.post("/stop", dependencies=[Depends(require("control"))])`
     """
 
-    def check(request: Request, principal: PrincipalDep) -> Principal:
+    async def check(request: Request, principal: PrincipalDep) -> Principal:
         if not any(principal.can(scope) for scope in scopes):
             raise HTTPException(
                 status_code=403,

@@ -1,16 +1,18 @@
 """Storing what clients send: runs, and batches of events stored exactly once per (run, seq)."""
 
-import json
 import math
 import time
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from .models import ENDED_STATUSES, ROLLUP_WIDTHS, Event, Project, Run
-from .values import encode_number, json_safe, to_column
+from .db import json_dumps, json_loads
+from .models import ENDED_STATUSES, Event, Project, Run
+from .rollups import rollup_rows, rollup_upsert
+from .values import encode_number, json_safe
 
 END_STATUSES = set(ENDED_STATUSES)
 
@@ -84,61 +86,188 @@ def lock_run(session, run_id):
     ).one_or_none()
 
 
-def ingest_events(session, run, events):
-    """Store `events` (validated `EventIn`s) of a locked `run`; return `(accepted, duplicates)`.
+class RunNotFound(LookupError):
+    """The run does not exist, or the caller may not see it."""
 
-    Events whose seq is already stored are skipped, so a retried batch is stored once.
-    Rows go in through one multi-row statement per table; the run is updated once.
+
+@dataclass
+class Stored:
+    """What `store_events` did: events accepted, duplicates skipped, the run's status after."""
+
+    accepted: int
+    duplicates: int
+    status: str
+
+
+# The run's columns that ingest reads and may change, in the order `_load_run` selects them.
+RUN_STATE = (
+    "status",
+    "last_seq",
+    "last_step",
+    "epochs_done",
+    "last_epoch",
+    "summary",
+    "params",
+    "stop_requested_at",
+    "ended_at",
+    "stopped_at",
+    "error",
+    "updated_at",
+)
+JSON_STATE = ("summary", "params")
+
+
+def store_events(session, run_id, events, visible=None):
+    """Store `events` (validated `EventIn`s) of run `run_id`; return a `Stored`.
+
+    The run's row is locked (PostgreSQL) for the rest of the transaction.
+    Events whose seq is already stored are skipped, so a retried batch is
+    stored once. Rows go in through one statement per table, straight on the
+    driver's cursor, and the run's row is updated once. Raises `RunNotFound`
+    when the run is missing or `visible(project_name)` is false; nothing is
+    written then.
     """
-    fresh = _fresh_events(session, run, events)
-    now = time.time()
-    if fresh:
-        metrics = [_finite_names(event.metrics) for event in fresh]
-        connection = session.connection()
-        dialect = connection.dialect
-        connection.exec_driver_sql(
-            _statement(dialect, EVENT_INSERT, len(EVENT_COLUMNS)),
-            [
-                _event_row(run.id, event, named, now, dialect)
-                for event, named in zip(fresh, metrics, strict=True)
-            ],
-        )
-        points = [point for event in fresh for point in _metric_points(run.id, event, now)]
-        if points:
-            connection.exec_driver_sql(
-                _statement(dialect, POINT_INSERT, len(POINT_COLUMNS)), points
-            )
-            rollups = rollup_rows(run.id, points)
-            if rollups:
-                connection.exec_driver_sql(_rollup_upsert(dialect), rollups)
-        _apply_to_run(run, fresh, metrics, now)
-    run.updated_at = now
-    if fresh and run.status == "lost":
-        run.status = "running"
-    return len(fresh), len(events) - len(fresh)
+    connection = session.connection()
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
+    try:
+        run, project = _load_run(cursor, dialect, run_id)
+        if run is None or (visible is not None and not visible(project)):
+            raise RunNotFound(run_id)
+        before = dict(run)
+        fresh = _fresh_events(cursor, dialect, run_id, run["last_seq"] or 0, events)
+        now = time.time()
+        if fresh:
+            _insert_events(cursor, dialect, run_id, fresh, now)
+            _apply_to_run(run, fresh, now)
+            if run["status"] == "lost":
+                run["status"] = "running"
+        run["updated_at"] = now
+        _update_run(cursor, dialect, run_id, before, run)
+    finally:
+        cursor.close()
+    return Stored(len(fresh), len(events) - len(fresh), run["status"])
 
 
-def _fresh_events(session, run, events):
+def ingest_events(session, run, events):
+    """`store_events` for a run loaded through the ORM; return `(accepted, duplicates)`.
+
+    The run object is expired: it reloads what ingest changed on next use.
+    """
+    session.flush()
+    stored = store_events(session, run.id, events)
+    session.expire(run)
+    return stored.accepted, stored.duplicates
+
+
+def _marker(dialect):
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
+def _load_run(cursor, dialect, run_id):
+    """The run's `RUN_STATE` as a dict and its project's name, or `(None, None)`."""
+    columns = ", ".join(f"runs.{name}" for name in RUN_STATE)
+    lock = " FOR UPDATE OF runs" if dialect.name == "postgresql" else ""
+    cursor.execute(
+        f"SELECT {columns}, projects.name FROM runs JOIN projects ON projects.id = runs.project_id "
+        f"WHERE runs.id = {_marker(dialect)}{lock}",
+        (run_id,),
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None, None
+    run = dict(zip(RUN_STATE, row, strict=False))
+    for name in JSON_STATE:
+        if isinstance(run[name], str | bytes):
+            run[name] = json_loads(run[name])
+    return run, row[-1]
+
+
+def _update_run(cursor, dialect, run_id, before, after):
+    """UPDATE the run's columns that changed from `before` to `after`."""
+    changed = [name for name in RUN_STATE if after[name] != before[name]]
+    if not changed:
+        return
+    marker = _marker(dialect)
+    values = [json_dumps(after[n]) if n in JSON_STATE else after[n] for n in changed]
+    cursor.execute(
+        f"UPDATE runs SET {', '.join(f'{name} = {marker}' for name in changed)} "
+        f"WHERE id = {marker}",
+        (*values, run_id),
+    )
+
+
+def _fresh_events(cursor, dialect, run_id, last_seq, events):
     """The events not stored yet, in seq order, each seq once.
 
-    Every stored seq is at most `run.last_seq`, so a batch entirely above it
-    (the usual case) needs no look-up.
+    Every stored seq is at most the run's `last_seq`, so a batch entirely above
+    it (the usual case) needs no look-up.
     """
-    seqs = [event.seq for event in events]
-    if not seqs:
+    if not events:
         return []
-    if min(seqs) > (run.last_seq or 0):
+    if min(event.seq for event in events) > last_seq:
         seen = set()
     else:
-        seen = set(
-            session.scalars(select(Event.seq).where(Event.run_id == run.id, Event.seq.in_(seqs)))
-        )
+        seqs = sorted({event.seq for event in events if event.seq <= last_seq})
+        marker = _marker(dialect)
+        seen = set()
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            cursor.execute(
+                f"SELECT seq FROM events WHERE run_id = {marker} "
+                f"AND seq IN ({', '.join([marker] * len(chunk))})",
+                (run_id, *chunk),
+            )
+            seen.update(seq for (seq,) in cursor.fetchall())
     fresh = []
-    for event in sorted(events, key=lambda e: e.seq):
+    ordered = events if _ascending(events) else sorted(events, key=lambda e: e.seq)
+    for event in ordered:
         if event.seq not in seen:
             seen.add(event.seq)
             fresh.append(event)
     return fresh
+
+
+def _ascending(events):
+    return all(a.seq < b.seq for a, b in zip(events, events[1:], strict=False))
+
+
+def _insert_events(cursor, dialect, run_id, events, now):
+    """The events' rows, their metric points and the points' rollups."""
+    marker = _marker(dialect)
+    rows = []
+    points = []
+    for event in events:
+        when = event.time if event.time is not None else now
+        metrics = event.metrics
+        rows.append(
+            (
+                run_id,
+                event.seq,
+                event.kind,
+                event.epoch,
+                event.step,
+                when,
+                now,
+                json_dumps(_finite_names(metrics)) if metrics else "{}",
+                json_dumps(json_safe(event.data)) if event.data else "{}",
+            )
+        )
+        if metrics:
+            step = point_step(event)
+            epoch = event.epoch
+            points.extend(
+                (run_id, key, step, epoch, None if value != value else value, when)
+                for key, value in metrics.items()
+            )
+    cursor.executemany(EVENT_INSERT.format(params=", ".join([marker] * len(EVENT_COLUMNS))), rows)
+    if points:
+        cursor.executemany(
+            POINT_INSERT.format(params=", ".join([marker] * len(POINT_COLUMNS))), points
+        )
+        rollups = rollup_rows(run_id, points)
+        if rollups:
+            cursor.executemany(rollup_upsert(dialect.name, marker), rollups)
 
 
 EVENT_COLUMNS = ("run_id", "seq", "kind", "epoch", "step", "time", "received_at", "metrics", "data")
@@ -150,137 +279,11 @@ POINT_COLUMNS = ("run_id", "key", "step", "epoch", "value", "time")
 POINT_INSERT = f"INSERT INTO metric_points ({', '.join(POINT_COLUMNS)}) VALUES ({{params}})"
 
 
-ROLLUP_COLUMNS = (
-    "run_id",
-    "key",
-    "width",
-    "bucket",
-    "first_step",
-    "last_step",
-    "min_value",
-    "max_value",
-    "max_epoch",
-    "max_time",
-    "points",
-)
-
-
-def rollup_rows(run_id, points):
-    """Rollup rows (in `ROLLUP_COLUMNS` order) summing up `points` at every width.
-
-    `points` are metric_points rows `(run_id, key, step, epoch, value, time)`;
-    NaN points (value None) are not rolled up. Each width is built from the
-    finer one, so the cost is about one pass over the points.
-    """
-    level = {}
-    first_width = ROLLUP_WIDTHS[0]
-    for _run, key, step, epoch, value, when in points:
-        if value is None:
-            continue
-        slot = (key, step // first_width)
-        found = level.get(slot)
-        if found is None:
-            level[slot] = [step, step, value, value, epoch, when, 1]
-        else:
-            _merge(found, (step, step, value, value, epoch, when, 1))
-    rows = []
-    widths = list(ROLLUP_WIDTHS)
-    for index, width in enumerate(widths):
-        rows.extend(
-            (run_id, key, width, bucket, *summary) for (key, bucket), summary in level.items()
-        )
-        if index + 1 == len(widths):
-            break
-        ratio = widths[index + 1] // width
-        coarser = {}
-        for (key, bucket), summary in level.items():
-            slot = (key, bucket // ratio)
-            found = coarser.get(slot)
-            if found is None:
-                coarser[slot] = list(summary)
-            else:
-                _merge(found, summary)
-        level = coarser
-    return rows
-
-
-def _merge(into, other):
-    """Fold rollup summary `other` into `into`: [first, last, min, max, epoch, time, points]."""
-    first, last, lowest, highest, epoch, when, points = other
-    if first < into[0]:
-        into[0] = first
-    if last > into[1]:
-        into[1] = last
-    if lowest < into[2]:
-        into[2] = lowest
-    if highest > into[3]:
-        into[3] = highest
-    if epoch is not None and (into[4] is None or epoch > into[4]):
-        into[4] = epoch
-    if when > into[5]:
-        into[5] = when
-    into[6] += points
-
-
-def _rollup_upsert(dialect):
-    table = "metric_rollups"
-    if dialect.name == "postgresql":
-        least, greatest = "LEAST", "GREATEST"  # both skip NULLs
-
-        def latest_epoch(old, new):
-            return f"GREATEST({old}, {new})"
-    else:
-        least, greatest = "MIN", "MAX"  # SQLite's scalar MIN/MAX return NULL on any NULL
-
-        def latest_epoch(old, new):
-            return f"COALESCE(MAX({old}, {new}), {old}, {new})"
-
-    def old(column):
-        return f"{table}.{column}"
-
-    updates = {
-        "first_step": f"{least}({old('first_step')}, excluded.first_step)",
-        "last_step": f"{greatest}({old('last_step')}, excluded.last_step)",
-        "min_value": f"{least}({old('min_value')}, excluded.min_value)",
-        "max_value": f"{greatest}({old('max_value')}, excluded.max_value)",
-        "max_epoch": latest_epoch(old("max_epoch"), "excluded.max_epoch"),
-        "max_time": f"{greatest}({old('max_time')}, excluded.max_time)",
-        "points": f"{old('points')} + excluded.points",
-    }
-    return _statement(
-        dialect,
-        f"INSERT INTO {table} ({', '.join(ROLLUP_COLUMNS)}) VALUES ({{params}}) "
-        "ON CONFLICT (run_id, key, width, bucket) DO UPDATE SET "
-        + ", ".join(f"{column} = {value}" for column, value in updates.items()),
-        len(ROLLUP_COLUMNS),
-    )
-
-
-def _statement(dialect, template, columns):
-    marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    return template.format(params=", ".join([marker] * columns))
-
-
 def _finite_names(metrics):
     """`json_safe` for a validated `{key: float}`: non-finite values become their names."""
     if all(math.isfinite(value) for value in metrics.values()):
         return metrics
     return {key: encode_number(value) for key, value in metrics.items()}
-
-
-def _event_row(run_id, event, metrics, now, dialect):
-    dumps = dialect._json_serializer or json.dumps
-    return (
-        run_id,
-        event.seq,
-        event.kind,
-        event.epoch,
-        event.step,
-        event.time if event.time is not None else now,
-        now,
-        dumps(metrics),
-        dumps(json_safe(event.data)) if event.data else "{}",
-    )
 
 
 def point_step(event):
@@ -293,30 +296,23 @@ def point_step(event):
     return event.seq
 
 
-def _metric_points(run_id, event, now):
-    step = point_step(event)
-    when = event.time if event.time is not None else now
-    epoch = event.epoch
-    return [
-        (run_id, key, step, epoch, to_column(value), when) for key, value in event.metrics.items()
-    ]
-
-
-def _apply_to_run(run, events, metrics, now):
-    """Fold `events` into the run's counters, summary and status, in seq order."""
+def _apply_to_run(run, events, now):
+    """Fold `events` into the run's counters, summary and status (a `RUN_STATE` dict)."""
     summary = None
-    last_seq = run.last_seq or 0
-    last_step = run.last_step
-    epochs_done = run.epochs_done or 0
-    last_epoch = run.last_epoch
-    for event, named in zip(events, metrics, strict=True):
-        last_seq = max(last_seq, event.seq)
-        if named:
+    last_seq = run["last_seq"] or 0
+    last_step = run["last_step"]
+    epochs_done = run["epochs_done"] or 0
+    last_epoch = run["last_epoch"]
+    for event in events:
+        if event.seq > last_seq:
+            last_seq = event.seq
+        if event.metrics:
             step = point_step(event)
             if summary is None:
-                summary = dict(run.summary or {})
-            for key, value in named.items():
-                if key not in summary or summary[key][0] <= step:
+                summary = dict(run["summary"] or {})
+            for key, value in _finite_names(event.metrics).items():
+                found = summary.get(key)
+                if found is None or found[0] <= step:
                     summary[key] = [step, value]
         if event.step is not None:
             last_step = max(last_step or 0, event.step)
@@ -325,31 +321,32 @@ def _apply_to_run(run, events, metrics, now):
             epochs_done = max(epochs_done, event.epoch + 1)
             last_epoch = max(last_epoch if last_epoch is not None else -1, event.epoch)
         elif kind == "train_begin":
-            run.params = json_safe(event.data)
-            run.status = "running"
-            run.ended_at = None
+            run["params"] = json_safe(event.data)
+            run["status"] = "running"
+            run["ended_at"] = None
         elif kind == "train_end":
             _end_run(run, event.data, now)
-    run.last_seq = last_seq
-    if last_step != run.last_step:
-        run.last_step = last_step
-    if epochs_done != (run.epochs_done or 0):
-        run.epochs_done = epochs_done
-    if last_epoch != run.last_epoch:
-        run.last_epoch = last_epoch
+    for name, value in (
+        ("last_seq", last_seq),
+        ("last_step", last_step),
+        ("epochs_done", epochs_done),
+        ("last_epoch", last_epoch),
+    ):
+        if value != run[name]:
+            run[name] = value
     if summary is not None:
-        run.summary = summary
+        run["summary"] = summary
 
 
 def _end_run(run, data, now):
     status = data.get("status") if data.get("status") in END_STATUSES else "finished"
-    if run.stop_requested_at is not None and status != "failed":
+    if run["stop_requested_at"] is not None and status != "failed":
         status = "stopped"
-        run.stopped_at = now
-    run.status = status
-    run.ended_at = now
+        run["stopped_at"] = now
+    run["status"] = status
+    run["ended_at"] = now
     if data.get("error"):
-        run.error = str(data["error"])[:10_000]
+        run["error"] = str(data["error"])[:10_000]
 
 
 def add_server_event(session, run, kind, data=None):

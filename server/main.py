@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from . import migrate, pages
 from .auth import TokenStore
 from .db import Database
+from .group_commit import GroupCommit
 from .lifecycle import mark_silent_runs
 from .live import RUNS_CHANNEL, make_hub, run_channel
 from .middleware import BodySizeLimit, SecurityHeaders
@@ -59,12 +60,15 @@ async def lifespan(app):
         await run_in_threadpool(migrate.upgrade, settings.database_url)
     app.state.database = Database(settings.database_url)
     app.state.tokens = TokenStore(app.state.database)
+    app.state.writer = GroupCommit(app.state.database)
+    app.state.writer.start()
     await run_in_threadpool(app.state.hub.start)
     sweeper = asyncio.create_task(_sweep_forever(app))
     try:
         yield
     finally:
         sweeper.cancel()
+        await run_in_threadpool(app.state.writer.stop)
         await run_in_threadpool(app.state.hub.stop)
         app.state.database.dispose()
 

@@ -2,20 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import select
 
-from ..deps import (
-    HubDep,
-    Ingester,
-    Reader,
-    RowId,
-    RunDep,
-    SessionDep,
-    WriteSessionDep,
-    lock_visible_run,
-)
-from ..ingest import ingest_events
+from ..deps import Ingester, Reader, RowId, RunDep, SessionDep
+from ..ingest import RunNotFound, store_events
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Event
 from ..schemas import KIND_PATTERN, EventBatch
@@ -25,18 +16,24 @@ router = APIRouter(prefix="/runs/{run_id}/events", tags=["events"])
 
 
 @router.post("")
-def post_events(
-    run_id: RowId, batch: EventBatch, session: WriteSessionDep, hub: HubDep, principal: Ingester
-):
+async def post_events(run_id: RowId, batch: EventBatch, request: Request, principal: Ingester):
     """Store a batch of events; events whose seq is already stored are skipped.
 
-    Every accepted event is committed before the answer.
+    Every accepted event is committed before the answer. Concurrent batches
+    share a transaction (see `group_commit`).
     """
-    run = lock_visible_run(session, run_id, principal)
-    accepted, duplicates = ingest_events(session, run, batch.events)
-    session.commit()
-    hub.publish(run_channel(run_id), RUNS_CHANNEL)
-    return {"accepted": accepted, "duplicates": duplicates, "status": run.status}
+    events = batch.events
+
+    def work(session):
+        return store_events(session, run_id, events, visible=principal.sees_project)
+
+    state = request.app.state
+    try:
+        stored = await state.writer.run(work, order=run_id, size=len(events) or 1)
+    except RunNotFound:
+        raise HTTPException(status_code=404, detail=f"run {run_id} not found") from None
+    state.hub.publish(run_channel(run_id), RUNS_CHANNEL)
+    return {"accepted": stored.accepted, "duplicates": stored.duplicates, "status": stored.status}
 
 
 @router.get("")

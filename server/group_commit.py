@@ -1,0 +1,145 @@
+"""Group commit: one writer thread stores concurrent requests' work in shared transactions.
+
+Each request hands its work (a function of a write session) to the writer
+and awaits the answer. The writer takes everything queued so far, runs each
+piece in its own savepoint, in run order, and commits once: many requests pay
+for one commit, and one lock or fsync. A request is answered only after the
+transaction holding its work has committed. A piece that raises is rolled
+back to its savepoint and gets its exception; the others still commit. If the
+commit itself fails, every request of the group gets that error and nothing
+of the group is stored.
+"""
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+
+log = logging.getLogger("callboard.server.writer")
+
+
+class _Job:
+    __slots__ = ("work", "order", "size", "loop", "future")
+
+    def __init__(self, work, order, size, loop, future):
+        self.work, self.order, self.size = work, order, size
+        self.loop, self.future = loop, future
+
+    def answer(self, ok, value):
+        with contextlib.suppress(RuntimeError):  # a closed event loop: nobody is waiting
+            self.loop.call_soon_threadsafe(_settle, self.future, ok, value)
+
+
+def _settle(future, ok, value):
+    if future.done():  # the request was cancelled (client gone): its work stands anyway
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class GroupCommit:
+    """Runs write work on one thread, committing what is queued together.
+
+    Args:
+        database: the `db.Database` to write to.
+        max_size: a group closes once its pieces' sizes add up to this (sizes
+            are the caller's measure, e.g. events), bounding a transaction.
+
+    Example:
+        ```python
+        writer = GroupCommit(database)
+        writer.start()
+        stored = await writer.run(lambda session: store_events(session, 7, events), order=7)
+        writer.stop()
+        ```
+    """
+
+    def __init__(self, database, max_size=20_000):
+        self.database = database
+        self.max_size = max_size
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._serve, name="callboard-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=10.0):
+        """Finish what is queued, then end the writer thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    async def run(self, work, order=0, size=1):
+        """Run `work(session)` in the next group; return its result once committed.
+
+        `order` sorts the pieces of a group (pass the run id: rows are then
+        locked in one order, so replicas never deadlock); `size` counts
+        towards `max_size`.
+        """
+        if self._thread is None:
+            raise RuntimeError("the writer is not running")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Job(work, order, size, loop, future))
+        return await future
+
+    def _serve(self):
+        stopping = False
+        while not stopping:
+            job = self._queue.get()
+            if job is None:
+                return
+            group, size = [job], job.size
+            while size < self.max_size:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                group.append(job)
+                size += job.size
+            self._commit(group)
+
+    def _commit(self, group):
+        group.sort(key=lambda job: job.order)
+        try:
+            with self.database.writer() as session:
+                answers = (
+                    [self._alone(session, group[0])]
+                    if len(group) == 1
+                    else [self._in_savepoint(session, job) for job in group]
+                )
+                session.commit()
+        except Exception as exc:  # BEGIN or COMMIT failed: none of the group is stored
+            answers = [(False, exc)] * len(group)
+        except BaseException as exc:  # pragma: no cover - keep the thread serving
+            log.exception("writer interrupted")
+            answers = [(False, RuntimeError(f"writer interrupted: {exc!r}"))] * len(group)
+        for job, (ok, value) in zip(group, answers, strict=True):
+            job.answer(ok, value)
+
+    @staticmethod
+    def _alone(session, job):
+        try:
+            return True, job.work(session)
+        except Exception as exc:
+            session.rollback()
+            return False, exc
+
+    @staticmethod
+    def _in_savepoint(session, job):
+        savepoint = session.begin_nested()
+        try:
+            value = job.work(session)
+        except Exception as exc:
+            savepoint.rollback()
+            return False, exc
+        savepoint.commit()
+        return True, value

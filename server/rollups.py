@@ -1,0 +1,112 @@
+"""Metric rollups: min and max of each metric per bucket of steps, at a few widths.
+
+Kept up to date at ingest, so a chart of a million-point series reads a few
+thousand rollups instead of every point (see `series.read_series`).
+"""
+
+from .models import ROLLUP_WIDTHS
+
+ROLLUP_COLUMNS = (
+    "run_id",
+    "key",
+    "width",
+    "bucket",
+    "first_step",
+    "last_step",
+    "min_value",
+    "max_value",
+    "max_epoch",
+    "max_time",
+    "points",
+)
+
+
+def rollup_rows(run_id, points):
+    """Rollup rows (in `ROLLUP_COLUMNS` order) summing up `points` at every width.
+
+    `points` are metric_points rows `(run_id, key, step, epoch, value, time)`;
+    NaN points (value None) are not rolled up. Each width is built from the
+    finer one, so the cost is about one pass over the points.
+    """
+    level = {}
+    first_width = ROLLUP_WIDTHS[0]
+    for _run, key, step, epoch, value, when in points:
+        if value is None:
+            continue
+        slot = (key, step // first_width)
+        found = level.get(slot)
+        if found is None:
+            level[slot] = [step, step, value, value, epoch, when, 1]
+        else:
+            _merge(found, (step, step, value, value, epoch, when, 1))
+    rows = []
+    widths = list(ROLLUP_WIDTHS)
+    for index, width in enumerate(widths):
+        rows.extend(
+            (run_id, key, width, bucket, *summary) for (key, bucket), summary in level.items()
+        )
+        if index + 1 == len(widths):
+            break
+        ratio = widths[index + 1] // width
+        coarser = {}
+        for (key, bucket), summary in level.items():
+            slot = (key, bucket // ratio)
+            found = coarser.get(slot)
+            if found is None:
+                coarser[slot] = list(summary)
+            else:
+                _merge(found, summary)
+        level = coarser
+    return rows
+
+
+def _merge(into, other):
+    """Fold rollup summary `other` into `into`: [first, last, min, max, epoch, time, points]."""
+    first, last, lowest, highest, epoch, when, points = other
+    if first < into[0]:
+        into[0] = first
+    if last > into[1]:
+        into[1] = last
+    if lowest < into[2]:
+        into[2] = lowest
+    if highest > into[3]:
+        into[3] = highest
+    if epoch is not None and (into[4] is None or epoch > into[4]):
+        into[4] = epoch
+    if when > into[5]:
+        into[5] = when
+    into[6] += points
+
+
+def rollup_upsert(dialect_name, marker):
+    """The INSERT ... ON CONFLICT DO UPDATE statement folding rollup rows into stored ones."""
+    table = "metric_rollups"
+    if dialect_name == "postgresql":
+        least, greatest = "LEAST", "GREATEST"  # both skip NULLs
+
+        def latest_epoch(old, new):
+            return f"GREATEST({old}, {new})"
+    else:
+        least, greatest = "MIN", "MAX"  # SQLite's scalar MIN/MAX return NULL on any NULL
+
+        def latest_epoch(old, new):
+            return f"COALESCE(MAX({old}, {new}), {old}, {new})"
+
+    def old(column):
+        return f"{table}.{column}"
+
+    updates = {
+        "first_step": f"{least}({old('first_step')}, excluded.first_step)",
+        "last_step": f"{greatest}({old('last_step')}, excluded.last_step)",
+        "min_value": f"{least}({old('min_value')}, excluded.min_value)",
+        "max_value": f"{greatest}({old('max_value')}, excluded.max_value)",
+        "max_epoch": latest_epoch(old("max_epoch"), "excluded.max_epoch"),
+        "max_time": f"{greatest}({old('max_time')}, excluded.max_time)",
+        "points": f"{old('points')} + excluded.points",
+    }
+    return (
+        f"INSERT INTO {table} ({', '.join(ROLLUP_COLUMNS)}) "
+        f"VALUES ({', '.join([marker] * len(ROLLUP_COLUMNS))}) "
+        "ON CONFLICT (run_id, key, width, bucket) DO UPDATE SET "
+        + ", ".join(f"{column} = {value}" for column, value in updates.items())
+    )
