@@ -1,6 +1,7 @@
 """The dashboard: server-rendered pages (runs, run, compare) and their static assets.
 
-Pages render what the server knows at request time; the plain JS in `static/`
+Once a token exists, a browser signs in first (`routes/login.py`). Pages
+render what the server knows at request time; the plain JS in `static/`
 draws the charts and keeps everything live over server-sent events. Templates
 hold no inline script: data reaches the JS through `data-*` attributes.
 """
@@ -18,8 +19,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
-from .deps import Reader, RowId, SessionDep
+from .deps import RowId, SessionDep
 from .models import RUN_STATUSES, Event, Project, Run
+from .routes import login
+from .routes.login import PageReader
 from .views import run_detail
 
 HERE = Path(__file__).resolve().parent
@@ -27,6 +30,7 @@ STATIC_DIR = HERE / "static"
 MAX_COMPARED = 12
 
 router = APIRouter(include_in_schema=False)
+router.include_router(login.router)
 PLOTLY_VERSION = importlib.metadata.version("plotly")
 templates = Jinja2Templates(directory=HERE / "templates")
 
@@ -80,6 +84,8 @@ def render(request, template, principal, status_code=200, **context):
             "root": request.scope.get("root_path", ""),
             "plotly_version": PLOTLY_VERSION,
             "csrf_token": principal.csrf_token or "",
+            "signed_in": principal.name if principal.csrf_token else "",
+            "can_control": principal.can("control"),
             **context,
         },
         status_code=status_code,
@@ -97,7 +103,7 @@ def _visible_run(session, principal, run_id):
 def runs_page(
     request: Request,
     session: SessionDep,
-    principal: Reader,
+    principal: PageReader,
     project: str = "",
     status: str = "",
     q: str = "",
@@ -120,7 +126,7 @@ def runs_page(
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(request: Request, run_id: RowId, session: SessionDep, principal: Reader):
+def run_page(request: Request, run_id: RowId, session: SessionDep, principal: PageReader):
     """One run: charts, progress, events, config, and the Stop button."""
     run = _visible_run(session, principal, run_id)
     if run is None:
@@ -163,7 +169,7 @@ def config_differences(runs):
 def compare_page(
     request: Request,
     session: SessionDep,
-    principal: Reader,
+    principal: PageReader,
     ids: Annotated[list[str] | None, Query()] = None,
 ):
     """Runs side by side: one metric overlaid, best values, config differences."""

@@ -14,6 +14,8 @@ export class StopControl {
   constructor(runId) {
     this.runId = runId;
     this.button = document.getElementById("stop-button");
+    // false when the signed-in token may only read: the button stays disabled.
+    this.allowed = this.button.dataset.allowed !== "false";
     this.dialog = document.getElementById("stop-dialog");
     this.reason = document.getElementById("stop-reason");
     this.steps = document.getElementById("stop-steps");
@@ -61,7 +63,7 @@ export class StopControl {
       if (item.dataset.step === state) item.setAttribute("aria-current", "step");
       else item.removeAttribute("aria-current");
     }
-    this.button.disabled = state !== "none" || !STOPPABLE.has(status);
+    this.button.disabled = !this.allowed || state !== "none" || !STOPPABLE.has(status);
     if (MESSAGES[state]) this.message.textContent = MESSAGES[state];
     else if (!STOPPABLE.has(status)) this.message.textContent = "";
   }
