@@ -7,10 +7,11 @@ from sqlalchemy import select
 
 from .ingest import automatic_run_name, create_run, get_or_create_project, ingest_events
 from .models import ENDED_STATUSES, Project, Run
-from .schemas import EventIn, RunCreate
+from .schemas import NAME_PATTERN, EventIn, RunCreate
 from .values import parse_number
 
 NAMED, AUTOMATIC = "keras", "keras-auto"
+MAX_EPOCH = 2**31 - 1  # epochs are INTEGER columns
 
 
 class BadPost(ValueError):
@@ -38,12 +39,14 @@ def parse_epoch_post(body):
     if not isinstance(payload, dict):
         raise BadPost("expected a JSON object of an epoch's logs")
     epoch = payload.pop("epoch", None)
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise BadPost(f"'epoch' must be a non-negative integer, got {epoch!r}")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_EPOCH:
+        raise BadPost(f"'epoch' must be an integer from 0 to {MAX_EPOCH}, got {epoch!r}")
     metrics = {}
     for key, value in payload.items():
-        if not key or len(key) > 200:
-            raise BadPost(f"metric name {key[:50]!r} must be 1 to 200 characters")
+        if not key or len(key) > 200 or not NAME_PATTERN.fullmatch(key):
+            raise BadPost(
+                f"metric name {key[:50]!r} must be 1 to 200 characters, none of them control"
+            )
         try:
             metrics[key] = parse_number(value)
         except ValueError as exc:
@@ -66,8 +69,10 @@ def _form_value(text):
 def _load_json(text):
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
         raise BadPost(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise BadPost("invalid JSON: nested too deeply") from None
 
 
 def record_epoch(session, epoch, metrics, run_name=None, project="default"):

@@ -8,7 +8,8 @@ NON_FINITE_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.in
 def parse_number(value):
     """Return `value` as a float; accept numbers and the three non-finite names.
 
-    Raises ValueError for anything else (booleans, other strings, containers).
+    Raises ValueError for anything else (booleans, other strings, containers,
+    integers too large for a float).
 
     Example:
         >>> parse_number("-Infinity")
@@ -17,7 +18,10 @@ def parse_number(value):
     if isinstance(value, bool):
         raise ValueError("must be a number, got a boolean")
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            raise ValueError("must be a number within the range of a float") from None
     if isinstance(value, str) and value in NON_FINITE_NAMES:
         return NON_FINITE_NAMES[value]
     raise ValueError(f'must be a number or "NaN" / "Infinity" / "-Infinity", got {value!r}')
