@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 import time
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -261,3 +262,167 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path):
         assert httpx.get(f"{secured.root}/api/v1/runs").status_code == 401
     finally:
         secured.stop()
+
+
+# The dashboard pages: a browser without a session is sent to sign in, an API client is not.
+PAGES = ("/", "/compare", "/runs/{run_id}")
+FOREIGN_NEXTS = (
+    "//evil.example/",
+    "https://evil.example/",
+    "/\\evil.example",
+    "/\t/evil.example",
+    "javascript:alert(1)",
+    "evil.example",
+    "",
+)
+
+
+def sign_in(root, token, next_path="/", **headers):
+    """POST the sign-in form; the answer, not followed."""
+    return httpx.post(
+        f"{root}/login", data={"token": token, "next": next_path}, headers=headers, timeout=10
+    )
+
+
+def session_of(root, token):
+    answer = sign_in(root, token)
+    assert answer.status_code == 303, answer.text
+    return answer.cookies["callboard_session"]
+
+
+def test_dashboard_pages_matrix(secured):
+    server, tokens = secured
+    admin = {"Authorization": f"Bearer {tokens['admin']}"}
+    run_id = httpx.post(
+        f"{server.root}/api/v1/runs", json={"name": "page", "project": "p"}, headers=admin
+    ).json()["id"]
+    sessions = {role: session_of(server.root, tokens[role]) for role in ("read", "control")}
+    for template in PAGES:
+        path = template.format(run_id=run_id)
+
+        def get(headers=None, cookies=None, path=path):
+            with httpx.Client(base_url=server.root, cookies=cookies, timeout=10) as client:
+                return client.get(path, headers=headers)
+
+        for cookies in (None, {"callboard_session": "forged"}):
+            answer = get(cookies=cookies)
+            assert answer.status_code == 303, (path, cookies)
+            assert answer.headers["location"] == f"/login?next={quote(path, safe='')}"
+        assert get({"Authorization": "Bearer cb_wrong"}).status_code == 401, path
+        for role in ROLES:
+            status = get({"Authorization": f"Bearer {tokens[role]}"}).status_code
+            assert status == (403 if role == "ingest" else 200), (path, role, status)
+        for role, cookie in sessions.items():
+            page = get(cookies={"callboard_session": cookie})
+            assert page.status_code == 200, (path, role)
+            assert f"{role}-token" in page.text and 'id="sign-out"' in page.text
+    # Stop on the run page: enabled for control, disabled with a reason for read.
+    run_page = f"{server.root}/runs/{run_id}"
+    read = httpx.get(run_page, cookies={"callboard_session": sessions["read"]}).text
+    control = httpx.get(run_page, cookies={"callboard_session": sessions["control"]}).text
+    assert 'data-allowed="false" disabled' in read and "needs a control" in read
+    assert 'data-allowed="true"' in control and "needs a control" not in control
+
+
+def test_scoped_session_sees_only_its_projects_pages(secured):
+    server, tokens = secured
+    admin = {"Authorization": f"Bearer {tokens['admin']}"}
+    other = httpx.post(
+        f"{server.root}/api/v1/runs",
+        json={"name": "team-b-secret", "project": "team-b"},
+        headers=admin,
+    ).json()["id"]
+    cookies = {"callboard_session": session_of(server.root, tokens["scoped"])}
+    assert httpx.get(f"{server.root}/runs/{other}", cookies=cookies).status_code == 404
+    compare = httpx.get(f"{server.root}/compare", params={"ids": other}, cookies=cookies).text
+    assert "team-b-secret" not in compare
+
+
+def test_login_form_and_its_answers(secured):
+    server, tokens = secured
+    form = httpx.get(f"{server.root}/login", params={"next": "/compare"})
+    assert form.status_code == 200
+    assert 'type="password"' in form.text and 'name="next" value="/compare"' in form.text
+    assert "<script" not in form.text
+    assert "script-src 'self';" in form.headers["content-security-policy"]
+    assert form.headers["cache-control"] == "no-store"
+    wrong = sign_in(server.root, "cb_wrong", "/compare")
+    assert wrong.status_code == 401 and "not valid" in wrong.text
+    assert "set-cookie" not in wrong.headers and "cb_wrong" not in wrong.text
+    ingest = sign_in(server.root, tokens["ingest"])
+    assert ingest.status_code == 403 and "ingest token" in ingest.text
+    assert "set-cookie" not in ingest.headers
+    signed = sign_in(server.root, tokens["read"], "/runs/1?tab=x")
+    assert signed.status_code == 303 and signed.headers["location"] == "/runs/1?tab=x"
+    cookie = signed.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert "Max-Age=604800" in cookie and "Secure" not in cookie
+    # Behind a TLS proxy (uvicorn trusts X-Forwarded-Proto from 127.0.0.1) the cookie is Secure.
+    https = sign_in(server.root, tokens["read"], **{"X-Forwarded-Proto": "https"})
+    assert "Secure" in https.headers["set-cookie"]
+
+
+def test_login_never_redirects_off_site(secured):
+    server, tokens = secured
+    for next_path in FOREIGN_NEXTS:
+        signed = sign_in(server.root, tokens["read"], next_path)
+        assert signed.headers["location"] == "/", next_path
+        form = httpx.get(f"{server.root}/login", params={"next": next_path})
+        assert 'name="next" value="/"' in form.text, next_path
+
+
+def test_login_from_another_site_is_refused(secured):
+    server, tokens = secured
+    host = server.root.removeprefix("http://")
+    for headers in (
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Referer": "http://evil.example/page"},
+        {"Origin": f"http://127.0.0.1:{free_port()}"},
+    ):
+        refused = sign_in(server.root, tokens["read"], **headers)
+        assert refused.status_code == 403 and "another site" in refused.text, headers
+        assert "set-cookie" not in refused.headers
+    same = sign_in(server.root, tokens["read"], Origin=f"http://{host}")
+    assert same.status_code == 303
+
+
+def test_logout_needs_the_csrf_token_and_ends_the_session(secured):
+    server, tokens = secured
+    cookies = {"callboard_session": session_of(server.root, tokens["read"])}
+    page = httpx.get(f"{server.root}/", cookies=cookies).text
+    csrf = re.search(r'data-csrf="([^"]+)"', page).group(1)
+    with httpx.Client(base_url=server.root, cookies=cookies, timeout=10) as browser:
+        assert browser.post("/logout", data={"csrf": "guess"}).status_code == 403
+        assert browser.get("/").status_code == 200
+        out = browser.post("/logout", data={"csrf": csrf})
+        assert out.status_code == 303 and out.headers["location"] == "/login"
+        assert 'callboard_session=""' in out.headers["set-cookie"]
+    # The old cookie no longer opens anything.
+    assert httpx.get(f"{server.root}/", cookies=cookies).status_code == 303
+    assert httpx.get(f"{server.root}/api/v1/runs", cookies=cookies).status_code == 401
+
+
+def test_failed_sign_ins_are_throttled_per_address(tmp_path):
+    url = f"sqlite:///{tmp_path / 'throttle.db'}"
+    token = make_token(url, "reader", "read")
+    server = ServerProcess(url).start()
+    try:
+        statuses = [sign_in(server.root, f"cb_guess{i}").status_code for i in range(12)]
+        assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+        throttled = sign_in(server.root, token)
+        assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
+        assert "set-cookie" not in throttled.headers
+    finally:
+        server.stop()
+
+
+def test_without_tokens_the_dashboard_stays_open(tmp_path):
+    server = ServerProcess(f"sqlite:///{tmp_path / 'open.db'}").start()
+    try:
+        assert httpx.get(f"{server.root}/").status_code == 200
+        assert 'id="sign-out"' not in httpx.get(f"{server.root}/compare").text
+        login = httpx.get(f"{server.root}/login", params={"next": "/compare"})
+        assert login.status_code == 303 and login.headers["location"] == "/compare"
+    finally:
+        server.stop()
