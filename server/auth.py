@@ -5,6 +5,7 @@ dashboard), `control` (read and stop), `admin` (everything, and tokens).
 A token may be scoped to one project. Only SHA-256 digests are stored.
 """
 
+import contextlib
 import hashlib
 import secrets
 import threading
@@ -71,6 +72,10 @@ def principal_of(token):
     return Principal(name=token.name, role=token.role, project=token.project, token_id=token.id)
 
 
+class NotCached(LookupError):
+    """Raised by a `TokenStore` look-up under `cached_only()` that would need the database."""
+
+
 class TokenStore:
     """Resolves secrets to principals, caching answers for `ttl` seconds.
 
@@ -83,6 +88,19 @@ class TokenStore:
         self.ttl = ttl
         self._cache = {}
         self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def cached_only(self):
+        """Look-ups in this block answer from the cache or raise `NotCached`, never query.
+
+        Lets the event loop resolve a caller without blocking on the database.
+        """
+        self._local.cached_only = True
+        try:
+            yield
+        finally:
+            self._local.cached_only = False
 
     def invalidate(self):
         with self._lock:
@@ -94,6 +112,8 @@ class TokenStore:
             hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
+        if getattr(self._local, "cached_only", False):
+            raise NotCached(key)
         value = load()
         with self._lock:
             if len(self._cache) > 10_000:

@@ -60,6 +60,10 @@ def serve(
     insecure: Annotated[
         bool, typer.Option(help="Allow a non-loopback address with no token: anyone can Stop.")
     ] = False,
+    access_log: Annotated[
+        bool,
+        typer.Option(help="Log every request (off: training posts every epoch or batch)."),
+    ] = False,
 ):
     """Run the server (dashboard at /, API docs at /docs)."""
     import uvicorn
@@ -81,7 +85,13 @@ def serve(
             "Anyone who can reach this port can read all runs and stop any training.[/bold red]"
         )
     console.print(f"Callboard on http://{host}:{port}  (database: {settings.database_url})")
-    uvicorn.run(create_app(settings), host=host, port=port, timeout_graceful_shutdown=3)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=3,
+        access_log=access_log,
+    )
 
 
 def _open_database(db):

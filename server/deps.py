@@ -5,8 +5,9 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from .auth import OPEN, Principal, TokenStore
+from .auth import OPEN, NotCached, Principal, TokenStore
 from .db import Database
 from .ingest import lock_run
 from .live import LiveHub
@@ -83,6 +84,17 @@ def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+async def current_principal(
+    request: Request, tokens: Annotated[TokenStore, Depends(get_tokens)]
+) -> Principal:
+    """`get_principal` on the event loop when the token cache answers; else on a worker thread."""
+    try:
+        with tokens.cached_only():
+            return get_principal(request, tokens)
+    except NotCached:
+        return await run_in_threadpool(get_principal, request, tokens)
+
+
 def require(*scopes):
     """A dependency admitting callers holding any of `scopes`, with CSRF checks for cookies.
 
@@ -90,7 +102,9 @@ def require(*scopes):
         `@router.post("/stop", dependencies=[Depends(require("control"))])`
     """
 
-    async def check(request: Request, principal: PrincipalDep) -> Principal:
+    async def check(
+        request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> Principal:
         if not any(principal.can(scope) for scope in scopes):
             raise HTTPException(
                 status_code=403,

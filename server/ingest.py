@@ -9,9 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from .bulk_insert import insert_rows
 from .db import json_dumps, json_loads
 from .models import ENDED_STATUSES, Event, Project, Run
-from .rollups import rollup_rows, rollup_upsert
+from .rollups import ROLLUP_COLUMNS, rollup_rows, rollup_upsert
 from .values import encode_number, json_safe
 
 END_STATUSES = set(ENDED_STATUSES)
@@ -237,6 +238,7 @@ def _insert_events(cursor, dialect, run_id, events, now):
     marker = _marker(dialect)
     rows = []
     points = []
+    add_point = points.append
     for event in events:
         when = event.time if event.time is not None else now
         metrics = event.metrics
@@ -256,32 +258,27 @@ def _insert_events(cursor, dialect, run_id, events, now):
         if metrics:
             step = point_step(event)
             epoch = event.epoch
-            points.extend(
-                (run_id, key, step, epoch, None if value != value else value, when)
-                for key, value in metrics.items()
-            )
-    cursor.executemany(EVENT_INSERT.format(params=", ".join([marker] * len(EVENT_COLUMNS))), rows)
+            for key, value in metrics.items():
+                add_point((run_id, key, step, epoch, None if value != value else value, when))
+    insert_rows(cursor, marker, EVENT_INSERT, len(EVENT_COLUMNS), rows, EVENT_CONFLICT)
     if points:
-        cursor.executemany(
-            POINT_INSERT.format(params=", ".join([marker] * len(POINT_COLUMNS))), points
-        )
+        insert_rows(cursor, marker, POINT_INSERT, len(POINT_COLUMNS), points)
         rollups = rollup_rows(run_id, points)
         if rollups:
-            cursor.executemany(rollup_upsert(dialect.name, marker), rollups)
+            head, tail = rollup_upsert(dialect.name)
+            insert_rows(cursor, marker, head, len(ROLLUP_COLUMNS), rollups, tail)
 
 
 EVENT_COLUMNS = ("run_id", "seq", "kind", "epoch", "step", "time", "received_at", "metrics", "data")
-EVENT_INSERT = (
-    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({{params}}) "
-    "ON CONFLICT (run_id, seq) DO NOTHING"
-)
+EVENT_INSERT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
+EVENT_CONFLICT = "ON CONFLICT (run_id, seq) DO NOTHING"
 POINT_COLUMNS = ("run_id", "key", "step", "epoch", "value", "time")
-POINT_INSERT = f"INSERT INTO metric_points ({', '.join(POINT_COLUMNS)}) VALUES ({{params}})"
+POINT_INSERT = f"INSERT INTO metric_points ({', '.join(POINT_COLUMNS)})"
 
 
 def _finite_names(metrics):
     """`json_safe` for a validated `{key: float}`: non-finite values become their names."""
-    if all(math.isfinite(value) for value in metrics.values()):
+    if math.isfinite(sum(metrics.values())):  # any NaN or infinity makes the sum non-finite
         return metrics
     return {key: encode_number(value) for key, value in metrics.items()}
 
@@ -298,22 +295,27 @@ def point_step(event):
 
 def _apply_to_run(run, events, now):
     """Fold `events` into the run's counters, summary and status (a `RUN_STATE` dict)."""
-    summary = None
     last_seq = run["last_seq"] or 0
     last_step = run["last_step"]
     epochs_done = run["epochs_done"] or 0
     last_epoch = run["last_epoch"]
+    steps, values = {}, {}  # each key's latest point in `events`: a later one wins a tie
+    in_step_order, previous = True, None
     for event in events:
         if event.seq > last_seq:
             last_seq = event.seq
-        if event.metrics:
+        metrics = event.metrics
+        if metrics:
             step = point_step(event)
-            if summary is None:
-                summary = dict(run["summary"] or {})
-            for key, value in _finite_names(event.metrics).items():
-                found = summary.get(key)
-                if found is None or found[0] <= step:
-                    summary[key] = [step, value]
+            in_step_order = in_step_order and (previous is None or previous <= step)
+            previous = step
+            if in_step_order:  # the usual case: the last event holding a key has its latest
+                steps.update(dict.fromkeys(metrics, step))
+                values.update(metrics)
+            else:
+                for key, value in metrics.items():
+                    if steps.get(key, step) <= step:
+                        steps[key], values[key] = step, value
         if event.step is not None:
             last_step = max(last_step or 0, event.step)
         kind = event.kind
@@ -334,8 +336,19 @@ def _apply_to_run(run, events, now):
     ):
         if value != run[name]:
             run[name] = value
-    if summary is not None:
-        run["summary"] = summary
+    if steps:
+        run["summary"] = _updated_summary(run["summary"], steps, values)
+
+
+def _updated_summary(summary, steps, values):
+    """The run's summary (`{key: [step, last value]}`) with newer points of `steps` / `values`."""
+    summary = dict(summary or {})
+    for key, step in steps.items():
+        found = summary.get(key)
+        if found is None or found[0] <= step:
+            value = values[key]
+            summary[key] = [step, value if math.isfinite(value) else encode_number(value)]
+    return summary
 
 
 def _end_run(run, data, now):

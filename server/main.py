@@ -106,7 +106,8 @@ def create_app(settings=None):
     app.add_exception_handler(OperationalError, _database_busy)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
-    for module in (runs, events, metrics, control, stream, tokens, health, sparklines, extremes):
+    # Routers are matched in order: the hottest (event ingest) first.
+    for module in (events, runs, metrics, control, stream, tokens, health, sparklines, extremes):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(publish.router)
     app.include_router(pages.router)

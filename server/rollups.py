@@ -4,6 +4,8 @@ Kept up to date at ingest, so a chart of a million-point series reads a few
 thousand rollups instead of every point (see `series.read_series`).
 """
 
+import functools
+
 from .models import ROLLUP_WIDTHS
 
 ROLLUP_COLUMNS = (
@@ -30,15 +32,27 @@ def rollup_rows(run_id, points):
     """
     level = {}
     first_width = ROLLUP_WIDTHS[0]
-    for _run, key, step, epoch, value, when in points:
+    for _run, key, step, epoch, value, when in points:  # `_merge` inlined: the hot loop
         if value is None:
             continue
         slot = (key, step // first_width)
         found = level.get(slot)
         if found is None:
             level[slot] = [step, step, value, value, epoch, when, 1]
-        else:
-            _merge(found, (step, step, value, value, epoch, when, 1))
+            continue
+        if step < found[0]:
+            found[0] = step
+        elif step > found[1]:
+            found[1] = step
+        if value < found[2]:
+            found[2] = value
+        elif value > found[3]:
+            found[3] = value
+        if epoch is not None and (found[4] is None or epoch > found[4]):
+            found[4] = epoch
+        if when > found[5]:
+            found[5] = when
+        found[6] += 1
     rows = []
     widths = list(ROLLUP_WIDTHS)
     for index, width in enumerate(widths):
@@ -78,8 +92,12 @@ def _merge(into, other):
     into[6] += points
 
 
-def rollup_upsert(dialect_name, marker):
-    """The INSERT ... ON CONFLICT DO UPDATE statement folding rollup rows into stored ones."""
+@functools.cache
+def rollup_upsert(dialect_name):
+    """`(head, tail)` of the INSERT ... ON CONFLICT DO UPDATE folding rollup rows into stored ones.
+
+    The VALUES go between the two (see `bulk_insert.insert_rows`).
+    """
     table = "metric_rollups"
     if dialect_name == "postgresql":
         least, greatest = "LEAST", "GREATEST"  # both skip NULLs
@@ -105,8 +123,7 @@ def rollup_upsert(dialect_name, marker):
         "points": f"{old('points')} + excluded.points",
     }
     return (
-        f"INSERT INTO {table} ({', '.join(ROLLUP_COLUMNS)}) "
-        f"VALUES ({', '.join([marker] * len(ROLLUP_COLUMNS))}) "
+        f"INSERT INTO {table} ({', '.join(ROLLUP_COLUMNS)})",
         "ON CONFLICT (run_id, key, width, bucket) DO UPDATE SET "
-        + ", ".join(f"{column} = {value}" for column, value in updates.items())
+        + ", ".join(f"{column} = {value}" for column, value in updates.items()),
     )

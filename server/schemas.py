@@ -12,6 +12,9 @@ MAX_KEYS_PER_EVENT = 1000
 NAME_PATTERN = re.compile(r"^[^\x00-\x1f]+$")
 KIND_PATTERN = r"^[a-z][a-z0-9_.:-]{0,63}$"
 
+# Integer columns: BIGINT for seqs and steps, INTEGER for epochs.
+MAX_BIGINT = 2**63 - 1
+MAX_INTEGER = 2**31 - 1
 MAX_NESTING = 8
 MAX_KEY_LENGTH = 200
 
@@ -56,11 +59,11 @@ class RunCreate(Strict):
 
 
 class EventIn(Strict):
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=1, le=MAX_BIGINT)
     kind: Annotated[str, Field(pattern=KIND_PATTERN)]
     time: float | None = Field(default=None, allow_inf_nan=False)
-    epoch: int | None = Field(default=None, ge=0)
-    step: int | None = Field(default=None, ge=0)
+    epoch: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    step: int | None = Field(default=None, ge=0, le=MAX_BIGINT)
     metrics: dict[MetricKey, MetricValue] = Field(
         default_factory=dict, max_length=MAX_KEYS_PER_EVENT
     )

@@ -5,8 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import select
 
-from ..deps import Ingester, Reader, RowId, RunDep, SessionDep
+from ..deps import Reader, RunDep, SessionDep
 from ..ingest import RunNotFound, store_events
+from ..lean import authorize, documented_input, json_answer, json_body, row_id
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Event
 from ..schemas import KIND_PATTERN, EventBatch
@@ -15,14 +16,17 @@ from ..views import event_view
 router = APIRouter(prefix="/runs/{run_id}/events", tags=["events"])
 
 
-@router.post("")
-async def post_events(run_id: RowId, batch: EventBatch, request: Request, principal: Ingester):
+@router.post("", openapi_extra=documented_input(EventBatch))
+async def post_events(request: Request):
     """Store a batch of events; events whose seq is already stored are skipped.
 
-    Every accepted event is committed before the answer. Concurrent batches
-    share a transaction (see `group_commit`).
+    Every accepted event is committed before the answer; concurrent batches
+    share a transaction (`group_commit`). Served without dependency injection
+    (`lean`): the same checks, at a fraction of the cost per request.
     """
-    events = batch.events
+    principal = await authorize(request, "ingest")
+    run_id = row_id(request)
+    events = (await json_body(request, EventBatch)).events
 
     def work(session):
         return store_events(session, run_id, events, visible=principal.sees_project)
@@ -33,7 +37,9 @@ async def post_events(run_id: RowId, batch: EventBatch, request: Request, princi
     except RunNotFound:
         raise HTTPException(status_code=404, detail=f"run {run_id} not found") from None
     state.hub.publish(run_channel(run_id), RUNS_CHANNEL)
-    return {"accepted": stored.accepted, "duplicates": stored.duplicates, "status": stored.status}
+    return json_answer(
+        {"accepted": stored.accepted, "duplicates": stored.duplicates, "status": stored.status}
+    )
 
 
 @router.get("")

@@ -65,7 +65,7 @@ def list_runs(
     q: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
     sort: Annotated[str, Query(pattern="^(" + "|".join(SORTS) + ")$")] = "newest",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ):
     """Runs, newest first, filtered by exact name, project, status, tag or name substring."""
     if principal.project is not None:

@@ -110,3 +110,44 @@ def test_a_lost_run_that_reports_again_is_running(api, settings):
     assert kinds == ["lost"]
     post_events(api, run_id, epoch_event(1, 0, loss=1.0))
     assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == "running"
+
+
+def test_bodies_that_are_not_json_text_get_a_422(api):
+    # FastAPI echoes a body it cannot parse back in its 422, and failed (500) on bytes
+    # that are not UTF-8; the ingest route answers 422 without echoing the body.
+    run_id = create_run(api)
+    url = f"/api/v1/runs/{run_id}/events"
+    for content, content_type in [
+        (b"\xff\xfe{", "application/json"),
+        (b"\xff\xfe", "text/plain"),
+        (b'{"events": []}', ""),
+        (b"", "application/json"),
+    ]:
+        response = api.post(url, content=content, headers={"content-type": content_type})
+        assert response.status_code == 422, (content, content_type)
+        assert response.json()["detail"][0]["loc"][0] == "body"
+
+
+def test_numbers_beyond_their_columns_get_a_422(api):
+    run_id = create_run(api)
+    for field, value in [("seq", 2**63), ("step", 2**63), ("epoch", 2**31)]:
+        event = {"seq": 1, "kind": "metrics", field: value}
+        response = api.post(f"/api/v1/runs/{run_id}/events", json={"events": [event]})
+        assert response.status_code == 422 and field in response.text, field
+    for bad_id in ("0", "x", str(2**63)):
+        response = api.post(f"/api/v1/runs/{bad_id}/events", json={"events": []})
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["path", "run_id"]
+
+
+def test_a_batch_out_of_step_order_keeps_each_metrics_latest_step(api):
+    run_id = create_run(api)
+    post_events(
+        api,
+        run_id,
+        {"seq": 1, "kind": "metrics", "step": 10, "metrics": {"loss": 0.1, "acc": "NaN"}},
+        {"seq": 2, "kind": "metrics", "step": 5, "metrics": {"loss": 0.5, "lr": 1.0}},
+        {"seq": 3, "kind": "metrics", "step": 10, "metrics": {"acc": 0.9}},
+    )
+    run = api.get(f"/api/v1/runs/{run_id}").json()
+    assert run["last"] == {"acc": 0.9, "loss": 0.1, "lr": 1.0}

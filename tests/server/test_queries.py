@@ -32,6 +32,8 @@ def test_runs_list_filters_sorts_and_pages(api):
     assert (page["total"], [r["id"] for r in page["runs"]]) == (3, [a])
     assert api.get("/api/v1/runs", params={"status": "bogus"}).status_code == 422
     assert api.get("/api/v1/runs", params={"limit": 0}).status_code == 422
+    # An offset past 64 bits failed in the database (500) before it was bounded.
+    assert api.get("/api/v1/runs", params={"offset": 2**63}).status_code == 422
 
 
 def test_run_detail_and_metric_keys(api):

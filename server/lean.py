@@ -1,0 +1,119 @@
+"""Hot routes without dependency injection: FastAPI's checks, parsing and errors, by hand.
+
+On a small ingest request FastAPI's machinery (solving each dependency,
+validating the path and the body, encoding the answer) costs more than storing
+it. The hottest routes take only the `Request` and call these helpers: the
+same 401/403/422 answers, pydantic's own JSON parser (NaN tokens accepted),
+and an OpenAPI description of their input (`documented_input`).
+"""
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, TypeAdapter, ValidationError
+
+from .deps import current_principal, require
+
+ROW_ID = TypeAdapter(Annotated[int, Field(ge=1, le=2**63 - 1)])
+VALIDATION_ERROR = {
+    "description": "Validation Error",
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+    },
+}
+
+
+async def authorize(request: Request, *scopes):
+    """The caller, admitted as `Depends(require(*scopes))` would admit them (401/403/429)."""
+    principal = await current_principal(request, request.app.state.tokens)
+    return await require(*scopes)(request, principal)
+
+
+def row_id(request: Request, name="run_id"):
+    """Path parameter `name` as a row id (a positive 64-bit integer), else 422."""
+    try:
+        return ROW_ID.validate_python(request.path_params[name])
+    except ValidationError as exc:
+        raise _invalid(exc, ("path", name)) from None
+
+
+async def json_body(request: Request, model):
+    """The request body as a `model`, validated straight from JSON, else 422.
+
+    Like FastAPI, a body whose Content-Type is not JSON is not parsed.
+    """
+    body = await request.body()
+    if not body:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
+    try:
+        if _is_json(request.headers.get("content-type")):
+            return model.model_validate_json(body)
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc, ("body",)) from None
+
+
+def json_answer(value: Any, status_code=200):
+    return Response(orjson.dumps(value), status_code=status_code, media_type="application/json")
+
+
+def documented_input(model, path_ids=("run_id",)):
+    """`openapi_extra` describing path ids and a JSON body of `model`, as FastAPI would."""
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        }
+        for name in path_ids
+    ]
+    return {
+        "parameters": parameters,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline_schema(model)}},
+        },
+        "responses": {"422": VALIDATION_ERROR},
+    }
+
+
+def inline_schema(model):
+    """`model`'s JSON schema with its `$defs` written in place (for a non-recursive model)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
+def _is_json(content_type):
+    if not content_type:
+        return False
+    kind = content_type.partition(";")[0].strip().lower()
+    maintype, _, subtype = kind.partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _invalid(exc, prefix):
+    """A 422 naming where `exc` failed; a raw body is not echoed back (it may be any bytes)."""
+    errors = []
+    for error in exc.errors(include_url=False):
+        error = {**error, "loc": (*prefix, *error["loc"])}
+        if isinstance(error.get("input"), bytes):
+            error["input"] = None
+        errors.append(error)
+    return RequestValidationError(errors)
