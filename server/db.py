@@ -118,7 +118,8 @@ class Database:
     """One database: a reader and a writer session factory over one pool.
 
     On SQLite a writer's transaction starts with `BEGIN IMMEDIATE`, so two
-    writers queue on the lock instead of failing when both upgrade a read.
+    writers queue on the lock instead of failing when both upgrade a read;
+    `write_engine` begins its transactions that way too.
     """
 
     def __init__(self, url):
@@ -131,14 +132,14 @@ class Database:
             )
             self.write_lock = WriteLock()
             _configure_sqlite(self.engine, self.write_lock)
-            writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+            self.write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
             self.engine = create_engine(
                 self.url, pool_size=10, max_overflow=20, pool_pre_ping=True, **json_options
             )
-            writer = self.engine
+            self.write_engine = self.engine
         self.reader = sessionmaker(self.engine, expire_on_commit=False)
-        self.writer = sessionmaker(writer, expire_on_commit=False)
+        self.writer = sessionmaker(self.write_engine, expire_on_commit=False)
 
     def dispose(self):
         self.engine.dispose()

@@ -1,13 +1,17 @@
 """Group commit: one writer thread stores concurrent requests' work in shared transactions.
 
-Each request hands its work (a function of a write session) to the writer
-and awaits the answer. The writer takes everything queued so far, runs each
-piece in its own savepoint, in run order, and commits once: many requests pay
-for one commit, and one lock or fsync. A request is answered only after the
-transaction holding its work has committed. A piece that raises is rolled
-back to its savepoint and gets its exception; the others still commit. If the
-commit itself fails, every request of the group gets that error and nothing
-of the group is stored.
+Each request hands its work (a function of a SQLAlchemy Core `Connection` in
+a write transaction) to the writer and awaits the answer. The writer takes
+everything queued so far, runs each piece in its own savepoint, in run order,
+and commits once: many requests pay for one commit, and one lock or fsync.
+A request is answered only after the transaction holding its work has
+committed. A piece that raises is rolled back to its savepoint and gets its
+exception; the others still commit. If the commit itself fails, every request
+of the group gets that error and nothing of the group is stored.
+
+Savepoints are sent straight to the driver (SQLAlchemy's cost more than a
+small piece of work), so work must write through the connection, not through
+ORM objects.
 """
 
 import asyncio
@@ -52,7 +56,7 @@ class GroupCommit:
         ```python
         writer = GroupCommit(database)
         writer.start()
-        stored = await writer.run(lambda session: store_events(session, 7, events), order=7)
+        stored = await writer.run(lambda conn: store_events(conn, 7, events), order=7)
         writer.stop()
         ```
     """
@@ -62,6 +66,7 @@ class GroupCommit:
         self.max_size = max_size
         self._queue = queue.SimpleQueue()
         self._thread = None
+        self._connection = None  # the writer thread's own, kept between groups
 
     def start(self):
         self._thread = threading.Thread(target=self._serve, name="callboard-writer", daemon=True)
@@ -75,7 +80,7 @@ class GroupCommit:
             self._thread = None
 
     async def run(self, work, order=0, size=1):
-        """Run `work(session)` in the next group; return its result once committed.
+        """Run `work(connection)` in the next group; return its result once committed.
 
         `order` sorts the pieces of a group (pass the run id: rows are then
         locked in one order, so replicas never deadlock); `size` counts
@@ -89,6 +94,12 @@ class GroupCommit:
         return await future
 
     def _serve(self):
+        try:
+            self._serve_groups()
+        finally:
+            self._drop_connection()
+
+    def _serve_groups(self):
         stopping = False
         while not stopping:
             job = self._queue.get()
@@ -110,36 +121,48 @@ class GroupCommit:
     def _commit(self, group):
         group.sort(key=lambda job: job.order)
         try:
-            with self.database.writer() as session:
-                answers = (
-                    [self._alone(session, group[0])]
-                    if len(group) == 1
-                    else [self._in_savepoint(session, job) for job in group]
-                )
-                session.commit()
+            if self._connection is None:
+                self._connection = self.database.write_engine.connect()
+            connection = self._connection
+            with connection.begin():
+                if len(group) == 1:
+                    answers = [_alone(connection, group[0])]
+                else:
+                    cursor = connection.connection.cursor()
+                    answers = [_in_savepoint(connection, cursor, job) for job in group]
+                    cursor.close()
         except Exception as exc:  # BEGIN or COMMIT failed: none of the group is stored
             answers = [(False, exc)] * len(group)
+            self._drop_connection()  # it may be broken: the next group connects afresh
         except BaseException as exc:  # pragma: no cover - keep the thread serving
             log.exception("writer interrupted")
             answers = [(False, RuntimeError(f"writer interrupted: {exc!r}"))] * len(group)
+            self._drop_connection()
         for job, (ok, value) in zip(group, answers, strict=True):
             job.answer(ok, value)
 
-    @staticmethod
-    def _alone(session, job):
-        try:
-            return True, job.work(session)
-        except Exception as exc:
-            session.rollback()
-            return False, exc
+    def _drop_connection(self):
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
 
-    @staticmethod
-    def _in_savepoint(session, job):
-        savepoint = session.begin_nested()
-        try:
-            value = job.work(session)
-        except Exception as exc:
-            savepoint.rollback()
-            return False, exc
-        savepoint.commit()
-        return True, value
+
+def _alone(connection, job):
+    try:
+        return True, job.work(connection)
+    except Exception as exc:
+        connection.rollback()
+        return False, exc
+
+
+def _in_savepoint(connection, cursor, job):
+    cursor.execute("SAVEPOINT piece")
+    try:
+        value = job.work(connection)
+    except Exception as exc:
+        cursor.execute("ROLLBACK TO SAVEPOINT piece")
+        cursor.execute("RELEASE SAVEPOINT piece")
+        return False, exc
+    cursor.execute("RELEASE SAVEPOINT piece")
+    return True, value

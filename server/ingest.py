@@ -118,8 +118,8 @@ RUN_STATE = (
 JSON_STATE = ("summary", "params")
 
 
-def store_events(session, run_id, events, visible=None):
-    """Store `events` (validated `EventIn`s) of run `run_id`; return a `Stored`.
+def store_events(connection, run_id, events, visible=None):
+    """Store `events` (validated `EventIn`s) of run `run_id` on `connection`; return a `Stored`.
 
     The run's row is locked (PostgreSQL) for the rest of the transaction.
     Events whose seq is already stored are skipped, so a retried batch is
@@ -128,7 +128,6 @@ def store_events(session, run_id, events, visible=None):
     when the run is missing or `visible(project_name)` is false; nothing is
     written then.
     """
-    connection = session.connection()
     dialect = connection.dialect
     cursor = connection.connection.cursor()
     try:
@@ -156,7 +155,7 @@ def ingest_events(session, run, events):
     The run object is expired: it reloads what ingest changed on next use.
     """
     session.flush()
-    stored = store_events(session, run.id, events)
+    stored = store_events(session.connection(), run.id, events)
     session.expire(run)
     return stored.accepted, stored.duplicates
 

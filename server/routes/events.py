@@ -28,8 +28,8 @@ async def post_events(request: Request):
     run_id = row_id(request)
     events = (await json_body(request, EventBatch)).events
 
-    def work(session):
-        return store_events(session, run_id, events, visible=principal.sees_project)
+    def work(connection):
+        return store_events(connection, run_id, events, visible=principal.sees_project)
 
     state = request.app.state
     try:

@@ -48,7 +48,7 @@ def epochs(first_seq, count, **metrics):
 
 
 def store(writer, run_id, events):
-    return writer.run(lambda session: store_events(session, run_id, events), order=run_id)
+    return writer.run(lambda connection: store_events(connection, run_id, events), order=run_id)
 
 
 def counts(database, run_id):
@@ -62,7 +62,7 @@ def held_writer(writer):
     """A job that holds the writer until released, so what is queued meanwhile forms one group."""
     started, release = threading.Event(), threading.Event()
 
-    def hold(session):
+    def hold(connection):
         started.set()
         release.wait(10)
         return "held"
@@ -103,12 +103,12 @@ def test_concurrent_batches_and_their_retries_are_all_stored_once(database, writ
 
 def test_queued_batches_commit_together(database, writer):
     run_ids = new_runs(database, 3)
-    sessions = []
+    connections = []
 
     def noting(run_id, events):
-        def work(session):
-            sessions.append(session)
-            return store_events(session, run_id, events)
+        def work(connection):
+            connections.append(connection)
+            return store_events(connection, run_id, events)
 
         return writer.run(work, order=run_id)
 
@@ -116,15 +116,15 @@ def test_queued_batches_commit_together(database, writer):
     jobs = [noting(run_id, epochs(1, 3)) for run_id in run_ids]
     answers = asyncio.run(_queued_behind(writer, hold, started, release, jobs))
     assert answers[0] == "held" and [a.accepted for a in answers[1:]] == [3, 3, 3]
-    assert len({id(session) for session in sessions}) == 1  # one transaction for the three
+    assert len({id(connection) for connection in connections}) == 1  # one transaction for all
     assert [counts(database, run_id) for run_id in run_ids] == [(3, 3)] * 3
 
 
 def test_a_failing_batch_leaves_no_rows_and_does_not_fail_the_others(database, writer):
     good, bad = new_runs(database, 2)
 
-    def half_written(session):
-        store_events(session, bad, epochs(1, 4))  # rows written, then the batch fails
+    def half_written(connection):
+        store_events(connection, bad, epochs(1, 4))  # rows written, then the batch fails
         raise ValueError("boom")
 
     hold, started, release = held_writer(writer)
@@ -148,8 +148,8 @@ def test_a_failing_batch_leaves_no_rows_and_does_not_fail_the_others(database, w
 def test_a_lone_failing_batch_is_rolled_back(database, writer):
     [run_id] = new_runs(database, 1)
 
-    def half_written(session):
-        store_events(session, run_id, epochs(1, 3))
+    def half_written(connection):
+        store_events(connection, run_id, epochs(1, 3))
         raise ValueError("boom")
 
     async def main():
@@ -164,19 +164,19 @@ def test_a_lone_failing_batch_is_rolled_back(database, writer):
 def test_a_failed_commit_fails_every_batch_of_its_group(database, writer):
     run_ids = new_runs(database, 2)
 
-    def poisoned(session):
+    def poisoned(connection):
         # Make the commit fail: on SQLite by ending the transaction underneath the
-        # session, on PostgreSQL by a deferred constraint that only fails at COMMIT.
+        # writer, on PostgreSQL by a deferred constraint that only fails at COMMIT.
         if database.is_sqlite:
-            session.connection().exec_driver_sql("COMMIT")
+            connection.exec_driver_sql("COMMIT")
         else:
-            session.execute(
+            connection.execute(
                 text(
                     "CREATE TEMP TABLE late (x int UNIQUE DEFERRABLE INITIALLY DEFERRED) "
                     "ON COMMIT DROP"
                 )
             )
-            session.execute(text("INSERT INTO late VALUES (1), (1)"))
+            connection.execute(text("INSERT INTO late VALUES (1), (1)"))
         return "poisoned"
 
     hold, started, release = held_writer(writer)
