@@ -1,33 +1,76 @@
-"""Multi-row INSERTs straight on a driver cursor: one statement for up to hundreds of rows.
+"""Many rows in few statements, straight on a driver cursor.
 
-One statement per few hundred rows beats `executemany` of one row at a time:
-on SQLite it saves the per-row statement steps, on PostgreSQL the round trips.
+SQLite: multi-row `INSERT ... VALUES (...), (...)`, up to hundreds of rows per
+statement, which saves the per-row statement steps of `executemany`.
+PostgreSQL: one `INSERT ... SELECT FROM unnest(<arrays>)` with one array per
+column sent in binary: a short statement whatever the row count (psycopg parses
+a long statement's placeholders slowly), and one round trip.
 """
 
 import functools
 import itertools
+from typing import NamedTuple
 
-MAX_PARAMETERS = 30_000  # SQLite allows 32,766 per statement, PostgreSQL 65,535
+MAX_PARAMETERS = 30_000  # SQLite allows 32,766 per statement
 MAX_ROWS = 500
 
 
-def insert_rows(cursor, marker, head, width, rows, tail=""):
-    """Run `{head} VALUES (...), (...) {tail}` for `rows` (tuples of `width` values).
+class Table(NamedTuple):
+    """A table's name, the columns written, and their PostgreSQL types (for `unnest`)."""
+
+    name: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+
+
+def insert_rows(cursor, dialect_name, table, rows, tail=""):
+    """INSERT `rows` (tuples in `table.columns` order) into `table`, then `tail` (ON CONFLICT...).
 
     Example:
-        `insert_rows(cursor, "?", "INSERT INTO t (a, b)", 2, [(1, 2), (3, 4)])`
+        `insert_rows(cursor, "sqlite", Table("t", ("a", "b"), ("integer", "text")), [(1, "x")])`
     """
+    if not rows:
+        return
+    if dialect_name == "postgresql":
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        cursor.execute(_unnest_statement(table, tail), columns)
+        return
+    width = len(table.columns)
     per_statement = max(1, min(MAX_ROWS, MAX_PARAMETERS // width))
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         cursor.execute(
-            _statement(marker, head, width, len(chunk), tail),
+            _values_statement(table, len(chunk), tail),
             list(itertools.chain.from_iterable(chunk)),
         )
 
 
 @functools.lru_cache(maxsize=256)
-def _statement(marker, head, width, count, tail):
-    row = f"({', '.join([marker] * width)})"
-    suffix = f" {tail}" if tail else ""
-    return f"{head} VALUES {', '.join([row] * count)}{suffix}"
+def _values_statement(table, count, tail):
+    row = f"({', '.join(['?'] * len(table.columns))})"
+    return _join(
+        f"INSERT INTO {table.name} ({', '.join(table.columns)})",
+        "VALUES",
+        ", ".join([row] * count),
+        tail,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _unnest_statement(table, tail):
+    # JSON travels as text (json[] has no binary dumper for str) and is cast per row.
+    arrays = ", ".join(f"%b::{'text' if kind == 'json' else kind}[]" for kind in table.types)
+    picked = ", ".join(
+        f"{column}::json" if kind == "json" else column
+        for column, kind in zip(table.columns, table.types, strict=True)
+    )
+    columns = ", ".join(table.columns)
+    return _join(
+        f"INSERT INTO {table.name} ({columns}) SELECT {picked}",
+        f"FROM unnest({arrays}) AS v ({columns})",
+        tail,
+    )
+
+
+def _join(*parts):
+    return " ".join(part for part in parts if part)

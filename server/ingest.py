@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from .bulk_insert import insert_rows
+from .bulk_insert import Table, insert_rows
 from .db import json_dumps, json_loads
 from .models import ENDED_STATUSES, Event, Project, Run
-from .rollups import ROLLUP_COLUMNS, rollup_rows, rollup_upsert
+from .rollups import ROLLUPS, rollup_rows, rollup_upsert
 from .values import encode_number, json_safe
 
 END_STATUSES = set(ENDED_STATUSES)
@@ -234,7 +234,6 @@ def _ascending(events):
 
 def _insert_events(cursor, dialect, run_id, events, now):
     """The events' rows, their metric points and the points' rollups."""
-    marker = _marker(dialect)
     rows = []
     points = []
     add_point = points.append
@@ -259,20 +258,23 @@ def _insert_events(cursor, dialect, run_id, events, now):
             epoch = event.epoch
             for key, value in metrics.items():
                 add_point((run_id, key, step, epoch, None if value != value else value, when))
-    insert_rows(cursor, marker, EVENT_INSERT, len(EVENT_COLUMNS), rows, EVENT_CONFLICT)
+    name = dialect.name
+    insert_rows(cursor, name, EVENTS, rows, "ON CONFLICT (run_id, seq) DO NOTHING")
     if points:
-        insert_rows(cursor, marker, POINT_INSERT, len(POINT_COLUMNS), points)
-        rollups = rollup_rows(run_id, points)
-        if rollups:
-            head, tail = rollup_upsert(dialect.name)
-            insert_rows(cursor, marker, head, len(ROLLUP_COLUMNS), rollups, tail)
+        insert_rows(cursor, name, POINTS, points)
+        insert_rows(cursor, name, ROLLUPS, rollup_rows(run_id, points), rollup_upsert(name))
 
 
-EVENT_COLUMNS = ("run_id", "seq", "kind", "epoch", "step", "time", "received_at", "metrics", "data")
-EVENT_INSERT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
-EVENT_CONFLICT = "ON CONFLICT (run_id, seq) DO NOTHING"
-POINT_COLUMNS = ("run_id", "key", "step", "epoch", "value", "time")
-POINT_INSERT = f"INSERT INTO metric_points ({', '.join(POINT_COLUMNS)})"
+EVENTS = Table(
+    "events",
+    ("run_id", "seq", "kind", "epoch", "step", "time", "received_at", "metrics", "data"),
+    ("integer", "bigint", "text", "integer", "bigint", "float8", "float8", "json", "json"),
+)
+POINTS = Table(
+    "metric_points",
+    ("run_id", "key", "step", "epoch", "value", "time"),
+    ("integer", "text", "bigint", "integer", "float8", "float8"),
+)
 
 
 def _finite_names(metrics):

@@ -6,6 +6,7 @@ thousand rollups instead of every point (see `series.read_series`).
 
 import functools
 
+from .bulk_insert import Table
 from .models import ROLLUP_WIDTHS
 
 ROLLUP_COLUMNS = (
@@ -20,6 +21,24 @@ ROLLUP_COLUMNS = (
     "max_epoch",
     "max_time",
     "points",
+)
+ROLLUPS = Table(
+    "metric_rollups",
+    ROLLUP_COLUMNS,
+    # run_id, key, width, bucket, first/last step, min/max value, epoch, time, points
+    (
+        "integer",
+        "text",
+        "integer",
+        "bigint",
+        "bigint",
+        "bigint",
+        "float8",
+        "float8",
+        "integer",
+        "float8",
+        "bigint",
+    ),
 )
 
 
@@ -94,10 +113,7 @@ def _merge(into, other):
 
 @functools.cache
 def rollup_upsert(dialect_name):
-    """`(head, tail)` of the INSERT ... ON CONFLICT DO UPDATE folding rollup rows into stored ones.
-
-    The VALUES go between the two (see `bulk_insert.insert_rows`).
-    """
+    """The ON CONFLICT DO UPDATE clause folding new rollup rows into stored ones."""
     table = "metric_rollups"
     if dialect_name == "postgresql":
         least, greatest = "LEAST", "GREATEST"  # both skip NULLs
@@ -122,8 +138,6 @@ def rollup_upsert(dialect_name):
         "max_time": f"{greatest}({old('max_time')}, excluded.max_time)",
         "points": f"{old('points')} + excluded.points",
     }
-    return (
-        f"INSERT INTO {table} ({', '.join(ROLLUP_COLUMNS)})",
-        "ON CONFLICT (run_id, key, width, bucket) DO UPDATE SET "
-        + ", ".join(f"{column} = {value}" for column, value in updates.items()),
+    return "ON CONFLICT (run_id, key, width, bucket) DO UPDATE SET " + ", ".join(
+        f"{column} = {value}" for column, value in updates.items()
     )
