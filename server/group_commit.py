@@ -86,7 +86,7 @@ class GroupCommit:
         locked in one order, so replicas never deadlock); `size` counts
         towards `max_size`.
         """
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
             raise RuntimeError("the writer is not running")
         loop = asyncio.get_running_loop()
         future = loop.create_future()

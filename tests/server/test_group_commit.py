@@ -2,7 +2,9 @@
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from sqlalchemy import func, select, text
 
@@ -203,3 +205,27 @@ def test_the_writer_finishes_queued_work_when_stopped(database):
     assert counts(database, run_id) == (2, 2)
     with pytest.raises(RuntimeError):
         asyncio.run(store(writer, run_id, epochs(3, 1)))
+
+
+def test_a_real_server_stores_concurrent_clients_and_their_retries_once(server_factory):
+    server = server_factory()
+
+    def client(index):
+        with httpx.Client(base_url=server.root, timeout=30) as http:
+            run_id = http.post("/api/v1/runs", json={"name": f"c{index}"}).json()["id"]
+            for seq in range(1, 31):
+                batch = {"events": [{"seq": seq, "kind": "epoch_end", "epoch": seq - 1}]}
+                batch["events"][0]["metrics"] = {"loss": 1.0 / seq}
+                for _ in range(2):  # every batch is retried once
+                    assert http.post(f"/api/v1/runs/{run_id}/events", json=batch).status_code == 200
+            return run_id
+
+    with ThreadPoolExecutor(8) as pool:
+        run_ids = list(pool.map(client, range(8)))
+    with httpx.Client(base_url=server.root) as http:
+        for run_id in run_ids:
+            events = http.get(f"/api/v1/runs/{run_id}/events").json()["events"]
+            assert [event["seq"] for event in events] == list(range(1, 31))
+            points = http.get(f"/api/v1/runs/{run_id}/metrics/loss").json()["points"]
+            assert [point["step"] for point in points] == list(range(30))
+            assert http.get(f"/api/v1/runs/{run_id}").json()["epochs_done"] == 30
