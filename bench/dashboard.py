@@ -28,6 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.browser import launch_chromium  # noqa: E402
 from bench.common import JsonConnection, percentile  # noqa: E402
 from bench.report import Report, machine_info  # noqa: E402
 
@@ -36,15 +37,6 @@ KEYS = tuple(key for family in FAMILIES for key in (family, f"val_{family}"))
 BATCH = 5000
 LOAD_TARGET_S = 1.5
 LIVE_TARGET_MS = 100.0
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # Runs in the page: POST an epoch; resolve with the milliseconds until it was drawn in
 # the first chart, in every chart in view, and in every chart (the page's `callboard:drawn`
@@ -165,7 +157,7 @@ def run(quick=False):
             run_id, ingest_s = ingest(server.root, points)
             url = f"{server.root}/runs/{run_id}"
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                browser = launch_chromium(playwright)
                 load_s, charts, drawn = measure_loads(browser, url, loads)
                 live_ms = measure_live(browser, url, server.root, run_id, points, posts)
                 browser.close()

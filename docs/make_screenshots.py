@@ -14,19 +14,13 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for `bench`
+from bench.browser import launch_chromium  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 OUT = Path(__file__).resolve().parent / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def train(root, name, hidden, learning_rate, epochs, extra_callbacks=()):
@@ -98,7 +92,7 @@ def shoot(root, run_id, compare_ids):
 
     OUT.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         for scheme, suffix in (("light", ""), ("dark", "-dark")):
             context = browser.new_context(
                 viewport={"width": 1280, "height": 900}, color_scheme=scheme
