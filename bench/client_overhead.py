@@ -1,7 +1,12 @@
 """Client overhead: fit time with no callbacks vs stock RemoteMonitor vs Callboard's.
 
 Each variant trains the same warmed-up model for one 1000-step epoch; variants
-are interleaved and repeated, and the median fit time is compared to no callbacks.
+are interleaved, their order rotating from round to round, and repeated. Other
+work on a small machine slows whole fits down (on 2 cores, often to twice the
+time), so three figures are compared to no callbacks: the best fit of each
+variant (the least disturbed one: the ratio the targets apply to), the median
+fit, and the process's CPU time during the fit (threads included, so a client
+thread stealing CPU shows there even when another core hides it from the wall clock).
 """
 
 import os
@@ -97,7 +102,7 @@ def hook_cost_microseconds(server_root, calls=20_000):
 def run(quick=False):
     from callboard.server.process import ServerProcess
 
-    steps, repeats = (200, 3) if quick else (1000, 7)
+    steps, repeats = (200, 3) if quick else (1000, 11)
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         os.environ["CALLBOARD_SPOOL_DIR"] = os.path.join(tmp, "spool")
         server = ServerProcess(f"sqlite:///{tmp}/bench.db").start()
@@ -105,22 +110,43 @@ def run(quick=False):
         try:
             model, x, y = _model_and_data(steps)
             variants = _variants(server.root, hung.root)
+            names = list(variants)
             times = {name: [] for name in variants}
-            for _ in range(repeats):
-                for name, callbacks in variants.items():
-                    started = time.perf_counter()
-                    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=callbacks())
+            cpu = {name: [] for name in variants}
+            for round_ in range(repeats):
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
+                    started, cpu_started = time.perf_counter(), time.process_time()
+                    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=variants[name]())
                     times[name].append(time.perf_counter() - started)
+                    cpu[name].append(time.process_time() - cpu_started)
             hook_us = hook_cost_microseconds(server.root)
         finally:
             hung.close()
             server.stop()
-    base = statistics.median(times["no callbacks"])
+    return Report(
+        title=f"Client overhead ({steps}-step epoch, {repeats} rounds)",
+        rows=_rows(times, cpu),
+        notes=[
+            "ratio: best fit of the variant / best fit with no callbacks; median ratio: the same "
+            "with medians; CPU ratio: median process CPU time (all threads) / no callbacks'.",
+            f"hook cost on the training thread: {hook_us:.1f} µs per event (queue append)",
+        ],
+    )
+
+
+def _rows(times, cpu):
+    best = min(times["no callbacks"])
+    median = statistics.median(times["no callbacks"])
+    median_cpu = statistics.median(cpu["no callbacks"])
     rows = [
         {
             "variant": name,
+            "best fit s": min(samples),
+            "ratio": min(samples) / best,
             "median fit s": statistics.median(samples),
-            "ratio": statistics.median(samples) / base,
+            "median ratio": statistics.median(samples) / median,
+            "CPU ratio": statistics.median(cpu[name]) / median_cpu,
             "target": f"≤ {TARGETS[name]}" if name in TARGETS else "",
         }
         for name, samples in times.items()
@@ -128,13 +154,7 @@ def run(quick=False):
     rows.append(
         {
             "variant": "stock keras RemoteMonitor, hung server",
-            "median fit s": None,
             "ratio": "∞ (blocks fit forever: requests sets no timeout)",
-            "target": "",
         }
     )
-    return Report(
-        title=f"Client overhead ({steps}-step epoch, median of {repeats})",
-        rows=rows,
-        notes=[f"hook cost on the training thread: {hook_us:.1f} µs per event (queue append)"],
-    )
+    return rows

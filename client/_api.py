@@ -11,12 +11,15 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 class DeliveryFailed(Exception):
     """The server could not take the request now; try again later.
 
-    `retry_after` is the server's `Retry-After` in seconds, when it sent one.
+    `retry_after` is the server's `Retry-After` in seconds, when it sent one;
+    `answered` is True when a server answered (an error status), False when
+    none could be reached in time (refused, unresolvable, timed out).
     """
 
-    def __init__(self, message, retry_after=None):
+    def __init__(self, message, retry_after=None, answered=False):
         super().__init__(message)
         self.retry_after = retry_after
+        self.answered = answered
 
 
 class Rejected(Exception):
@@ -66,12 +69,21 @@ class ServerApi:
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
         if response.status_code == 429 or response.status_code >= 500:
-            raise DeliveryFailed(f"server answered {response.status_code}", _retry_after(response))
+            raise DeliveryFailed(
+                f"server answered {response.status_code}", _retry_after(response), answered=True
+            )
         if response.status_code in (401, 403):
-            raise DeliveryFailed(f"server answered {response.status_code}: {response.text}")
+            raise DeliveryFailed(
+                f"server answered {response.status_code}: {response.text}", answered=True
+            )
         if response.status_code >= 400:
             raise Rejected(f"server answered {response.status_code}: {response.text}")
-        return response.json()
+        try:
+            return response.json()
+        except ValueError as exc:  # e.g. a proxy's HTML page: not Callboard answering
+            raise DeliveryFailed(
+                f"server answered {response.status_code} without JSON", answered=True
+            ) from exc
 
     def create_run(self, spec):
         """Create the run described by `spec` (idempotent on its `uid`); return its record."""

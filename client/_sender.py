@@ -10,7 +10,8 @@ from ._api import DeliveryFailed, Rejected
 MAX_BACKOFF = 30.0
 CLOSING_ATTEMPTS = 5  # failed deliveries after close() before the spool is left for later
 CLOSING_BACKOFF = 0.5
-STALLED_AFTER = 0.5  # seconds a request may hang before close() stops waiting for it
+STALLED_AFTER = 0.25  # least seconds a request may hang before close() stops waiting for it
+STALLED_FACTOR = 4  # ... or this many times the slowest recent answer, if longer
 
 
 class EventSender:
@@ -20,13 +21,17 @@ class EventSender:
     run, posts queued events in batches, and while the server can't take them
     writes them to the run's spool, replaying the spool once the server answers.
     The server stores each (run, seq) once, so a retried or replayed batch is safe.
+    The thread sleeps until something is due: an urgent event, the end of a
+    batch window, a retry, a heartbeat; it never polls.
 
     Args:
         api: a `ServerApi`.
         run_spec: the run to create (must carry a `uid`).
         spool: the run's `Spool`.
         batch_size: most events per request.
-        batch_window: most seconds a non-urgent event waits to share a request.
+        batch_window: most seconds a non-urgent event waits to share a request;
+            also the least time between two spills to the spool while the
+            server is unreachable.
         heartbeat_interval: seconds of silence after which a heartbeat is sent.
         max_queue: events held in memory before they are spilled to the spool.
     """
@@ -50,13 +55,18 @@ class EventSender:
         self.max_queue = max_queue
         self.run_record = None
         self._queue = collections.deque()
+        self._urgent = False
+        self._due_at = None  # when the oldest waiting non-urgent event must leave
+        self._ack_pending = False
         self._inflight = []
         self._inflight_since = None
+        self._slowest_answer = 0.0
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._closing = False
         self._closing_attempts = 0
         self._failures = 0
+        self._failure_answered = False
         self._retry_at = 0.0
         self._last_contact = 0.0
         self._warned = set()
@@ -74,28 +84,46 @@ class EventSender:
         """Queue one event; never blocks on the network.
 
         Urgent events are sent at once; others wait up to `batch_window` seconds
-        to travel together, sparing the server a request per batch.
+        to travel together, sparing the server (and this process) a request per batch.
         """
         self._queue.append(event)
+        self._idle.clear()
         if len(self._queue) > self.max_queue:
             self.spool.append(self._drain())
-        self._idle.clear()
         if urgent:
+            self._urgent = True
             self._wake.set()
+        elif self._due_at is None:
+            self._due_at = time.monotonic() + self.batch_window
+            self._wake.set()  # once per window: the thread shortens its sleep
+
+    def acknowledge_stop(self):
+        """Acknowledge a requested stop on the server before any event submitted later."""
+        self._ack_pending = True
+        self._idle.clear()
+        self._wake.set()
 
     def flush(self, timeout):
         """Wait up to `timeout` seconds until everything submitted so far was handled."""
         self._idle.clear()
+        self._urgent = True
         self._wake.set()
         return self._idle.wait(timeout)
 
     def close(self, timeout=10.0):
-        """Deliver what is left within `timeout` seconds, else spool it; never hangs."""
+        """Deliver what is left within `timeout` seconds, else spool it; never hangs.
+
+        A server that answers with errors (5xx, 429) gets a few quick retries. One
+        that can't be reached, or looks hung (a request pending far longer than
+        its answers take), is not waited for: what is left stays in the spool. A
+        hung request that answers after all still delivers the spool, in the
+        background, while the process lives.
+        """
         self._closing = True
         self._wake.set()
         deadline = time.monotonic() + timeout
-        while self._thread.is_alive() and time.monotonic() < deadline and not self._stalled():
-            self._thread.join(0.01)  # a request pending for long means a hung server: stop waiting
+        while self._thread.is_alive() and time.monotonic() < deadline and not self._gave_up():
+            self._thread.join(0.01)
         if self._thread.is_alive():
             self.spool.append(list(self._inflight) + self._drain())
             self._warn_once(
@@ -104,9 +132,15 @@ class EventSender:
                 f"undelivered events are kept in {self.spool.path} (`callboard sync` sends them).",
             )
 
-    def _stalled(self):
+    def _unreachable_at_close(self):
+        return self._closing_attempts > 0 and not self._failure_answered
+
+    def _gave_up(self):
+        if self._unreachable_at_close():
+            return True
         since = self._inflight_since
-        return since is not None and time.monotonic() - since > STALLED_AFTER
+        limit = max(STALLED_AFTER, STALLED_FACTOR * self._slowest_answer)
+        return since is not None and time.monotonic() - since > limit
 
     def _drain(self, limit=None):
         items = []
@@ -118,35 +152,63 @@ class EventSender:
         while True:
             self._wake.wait(timeout=self._seconds_to_next_action())
             self._wake.clear()
-            while self._queue or self._due_for_retry():
-                batch = self._drain(self.batch_size)
-                if self._in_backoff() and not self._closing:
-                    self.spool.append(batch)
-                    continue
-                self._deliver(batch)
-            if self._closing and (not self.spool or self._closing_attempts >= CLOSING_ATTEMPTS):
+            if self._queue_due():
+                self._send_queue()
+            if (self._ack_pending or self.spool) and not self._in_backoff():
+                self._deliver([])  # acknowledge a stop, replay the spool
+            if self._closing and self._done_closing():
                 return
             if self._idle_too_long():
                 self._heartbeat()
-            if not self._queue:
+            if not self._queue and not self._ack_pending:
                 self._idle.set()
+
+    def _queue_due(self):
+        if not self._queue:
+            return False
+        if self._urgent or self._closing or len(self._queue) >= self.batch_size:
+            return True
+        due = self._due_at
+        return due is None or time.monotonic() >= due
+
+    def _send_queue(self):
+        self._urgent = False
+        self._due_at = None  # before draining: an event queued from now on sets a new one
+        while self._queue:
+            if self._in_backoff():
+                self._spill()  # one write per window, not one per event
+                return
+            self._deliver(self._drain(self.batch_size))
+
+    def _spill(self):
+        batch = self._drain()
+        self._inflight = batch
+        self.spool.append(batch)
+        self._inflight = []
+
+    def _done_closing(self):
+        if self._queue:
+            return False
+        if self._closing_attempts >= CLOSING_ATTEMPTS or self._unreachable_at_close():
+            return True  # the spool waits for `callboard sync` or the next client
+        return not self.spool and not self._ack_pending
 
     def _seconds_to_next_action(self):
         now = time.monotonic()
         deadlines = []
         if self._queue:
-            deadlines.append(self._last_contact + self.batch_window)
-        if self._failures and self.spool:
-            deadlines.append(self._retry_at)
+            urgent = self._urgent or self._closing or self._due_at is None
+            deadlines.append(now if urgent else self._due_at)
+        if self._ack_pending or self.spool:
+            deadlines.append(self._retry_at if self._failures else now)
         if self.run_record is not None:
             deadlines.append(self._last_contact + self.heartbeat_interval)
-        return max(0.01, min(deadlines) - now) if deadlines else None
+        return max(0.0, min(deadlines) - now) if deadlines else None
 
     def _in_backoff(self):
+        if self._closing and not self._closing_attempts:
+            return False  # close() gets one immediate try, whatever the backoff
         return self._failures > 0 and time.monotonic() < self._retry_at
-
-    def _due_for_retry(self):
-        return self._failures > 0 and not self._in_backoff() and bool(self.spool)
 
     def _idle_too_long(self):
         return (
@@ -156,22 +218,33 @@ class EventSender:
 
     def _deliver(self, batch):
         self._inflight = batch
-        self._inflight_since = time.monotonic()
+        self._inflight_since = started = time.monotonic()
         try:
             self._register()
+            if self._ack_pending:
+                self._acknowledge()
             if self.spool:
                 self._replay_spool()
             self._post(batch)
         except DeliveryFailed as exc:
             self.spool.append(batch)
+            self._inflight = []  # spooled: close() must not spool it again
             self._note_failure(exc)
         else:
             self._failures = 0
-            self._last_contact = time.monotonic()
+            self._last_contact = now = time.monotonic()
+            self._slowest_answer = max(now - started, 0.8 * self._slowest_answer)
             self._replay_idle_spools_once()
         finally:
             self._inflight = []
             self._inflight_since = None
+
+    def _acknowledge(self):
+        try:
+            self.api.acknowledge_stop(self.run_id)
+        except Rejected as exc:
+            self._warn_once("ack", f"Callboard did not take the stop acknowledgement: {exc}")
+        self._ack_pending = False
 
     def _replay_idle_spools_once(self):
         if self._replayed_idle_spools:
@@ -218,14 +291,18 @@ class EventSender:
                 self._post([event])
 
     def _heartbeat(self):
+        self._inflight_since = time.monotonic()
         try:
             self.api.heartbeat(self.run_id)
         except (DeliveryFailed, Rejected):
             return
+        finally:
+            self._inflight_since = None
         self._last_contact = time.monotonic()
 
     def _note_failure(self, exc):
         self._failures += 1
+        self._failure_answered = exc.answered
         delay = exc.retry_after
         if delay is None:
             delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._failures - 1))

@@ -1,6 +1,8 @@
 """Polls a run's control state in a background thread and reports a requested stop once."""
 
+import math
 import threading
+import time
 
 from ._api import DeliveryFailed, Rejected
 
@@ -8,12 +10,24 @@ from ._api import DeliveryFailed, Rejected
 class StopPoller:
     """Asks the server every `interval` seconds whether the run should stop.
 
+    Polls keep a fixed rate (a slow answer does not push the next poll back), so a
+    stop is seen at most `interval` plus one answer after it was requested.
+
     Args:
         api: a `ServerApi`.
         run_id: a callable returning the server's run id, or None while unknown.
         on_stop: called once, from the polling thread, with the control state
-            when a stop has been requested; the stop is then acknowledged.
+            when a stop has been requested. It returns True when it has arranged
+            the acknowledgement itself (e.g. through the run's event sender, so
+            it reaches the server before the run's last events); otherwise the
+            poller acknowledges the stop right after.
         interval: seconds between polls.
+
+    Example:
+        ```python
+        poller = StopPoller(api, lambda: run_id, lambda control: stop.set(), interval=1.0)
+        poller.start()
+        ```
     """
 
     def __init__(self, api, run_id, on_stop, interval=1.0):
@@ -42,13 +56,18 @@ class StopPoller:
             control = self.api.control(run_id)
             if control.get("stop_requested"):
                 self.stop_requested = True
-                self.on_stop(control)
-                self.api.acknowledge_stop(run_id)
+                if not self.on_stop(control):
+                    self.api.acknowledge_stop(run_id)
         except (DeliveryFailed, Rejected):
             pass
         return self.stop_requested
 
     def _loop(self):
-        while not self._halt.wait(self.interval):
+        next_poll = time.monotonic() + self.interval
+        while not self._halt.wait(max(0.0, next_poll - time.monotonic())):
             if self.poll_once():
                 return
+            next_poll += self.interval
+            late = time.monotonic() - next_poll
+            if late > 0:  # an answer slower than the interval: skip the missed polls
+                next_poll += math.ceil(late / self.interval) * self.interval

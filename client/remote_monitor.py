@@ -1,6 +1,7 @@
 """Streams a Keras training run to a Callboard server."""
 
 import math
+import threading
 
 import keras
 
@@ -95,7 +96,12 @@ class RemoteMonitor(keras.callbacks.Callback):
         self.run = None
         self._uid = None
         self._last_logs = {}
-        self._step = 0
+        self._epoch = None
+        self._step = 0  # training steps done before the current epoch
+        self._epoch_steps = 0  # steps done in the current epoch
+        self._steps_lock = threading.Lock()
+        self._steps_per_call = 1
+        self._epoch_length = None
         if self.batch_frequency:
             # Only a monitor that watches batches overrides the batch hook, so
             # epoch-level monitoring leaves Keras's batch dispatch untouched.
@@ -116,21 +122,37 @@ class RemoteMonitor(keras.callbacks.Callback):
             flush_timeout=self.flush_timeout,
         )
         self._uid = self.run.uid
+        self._steps_per_call = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
+        self._epoch_length = (self.params or {}).get("steps")
         attach_run(self.model, self.run)
         self.run.start(params=self.params)
 
     def _on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        if self._step % self.batch_frequency == 0:
+        # Keras may call this from a thread pool (JAX, torch: both callbacks are
+        # async-safe), in any order, so the step comes from Keras's batch index,
+        # not a counter. `batch` is the last of the call's `steps_per_execution`
+        # steps. Only a call that passes a multiple of `batch_frequency` reads `logs`.
+        done = batch + 1
+        if self._epoch_length:
+            done = min(done, self._epoch_length)
+        with self._steps_lock:
+            self._epoch_steps = max(self._epoch_steps, done)
+        first = self._step + max(0, batch + 1 - self._steps_per_call)  # done before this call
+        step = self._step + done
+        if step // self.batch_frequency > first // self.batch_frequency:
             metrics = {f"batch/{k}": v for k, v in scalar_logs(logs).items()}
             self.run.log_event(
-                "batch_end", epoch=self._epoch, step=self._step, metrics=metrics, urgent=False
+                "batch_end", epoch=self._epoch, step=step, metrics=metrics, urgent=False
             )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._epoch_steps = 0
 
     def on_epoch_end(self, epoch, logs=None):
+        # Keras has finished every batch hook of the epoch before this call.
+        self._step += self._epoch_steps
+        self._epoch_steps = 0
         metrics = scalar_logs(logs)
         if "learning_rate" not in metrics and "lr" not in metrics:
             rate = current_learning_rate(self.model)

@@ -75,11 +75,15 @@ class RemoteStop(keras.callbacks.Callback):
         return self._named_run_id
 
     def _stop(self, control):
+        # Runs on the polling thread. `fit()` reads the flag after every batch, so
+        # no batch hook is needed; a plain attribute store is atomic under the GIL.
+        # The run queues its acknowledgement before the flag is set, so it reaches
+        # the server ahead of the run's last events.
         self.stopped_remotely = True
         run = active_run(self.model)
-        if run is not None:
-            run.final_status = "stopped"
+        acknowledged = run is not None and run.acknowledge_stop()
         self.model.stop_training = True
+        return acknowledged
 
     def on_train_end(self, logs=None):
         if self._poller is not None:

@@ -167,7 +167,18 @@ class Run:
         return self._stop_poller.stop_requested
 
     def _stop_requested(self, control):
+        return self.acknowledge_stop()
+
+    def acknowledge_stop(self):
+        """Take a stop requested on the server: the run will end `stopped`.
+
+        The acknowledgement travels with the run's events, ahead of any event
+        logged after this call (so the server sees it before `train_end`).
+        Returns True.
+        """
         self.final_status = self.final_status or "stopped"
+        self._sender.acknowledge_stop()
+        return True
 
     def flush(self, timeout=None):
         """Wait until events so far are delivered or spooled; return True if in time."""

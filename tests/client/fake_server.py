@@ -1,6 +1,7 @@
 """An in-memory stand-in for the Callboard API, served through `httpx.MockTransport`."""
 
 import json
+import threading
 
 import httpx
 
@@ -8,7 +9,8 @@ import httpx
 class FakeServer:
     """Records runs and events like the real server (each (run, seq) once).
 
-    `fail_next(n, status)` makes the next n requests fail; `down = True` refuses all.
+    `fail_next(n, status)` makes the next n requests fail; `down = True` refuses all;
+    `hold_kind = "train_end"` makes a post with that kind wait until `release` is set.
     """
 
     def __init__(self):
@@ -20,12 +22,24 @@ class FakeServer:
         self.stop_requested = False
         self.acknowledged = False
         self.reject_kinds = set()
+        self.hold_kind = None
+        self.release = threading.Event()
 
     def fail_next(self, count, status=500, headers=None):
         self.failures.extend([(status, headers or {})] * count)
 
     def client(self):
         return httpx.Client(transport=httpx.MockTransport(self.handle))
+
+    def posted_kinds(self):
+        """The kinds of each events request and "ack" for each stop acknowledgement, in order."""
+        sent = []
+        for request in self.requests:
+            if request.url.path.endswith("/events"):
+                sent.append([e["kind"] for e in json.loads(request.content)["events"]])
+            elif request.url.path.endswith("/ack"):
+                sent.append("ack")
+        return sent
 
     def stored(self, run_id=1):
         return [self.events[run_id][seq] for seq in sorted(self.events.get(run_id, {}))]
@@ -50,6 +64,8 @@ class FakeServer:
         parts = path.split("/")
         run_id = int(parts[4])
         if parts[-1] == "events":
+            if any(event["kind"] == self.hold_kind for event in body["events"]):
+                self.release.wait(10)
             if any(event["kind"] in self.reject_kinds for event in body["events"]):
                 return httpx.Response(422, json={"detail": "rejected kind"})
             fresh = [e for e in body["events"] if e["seq"] not in self.events[run_id]]

@@ -1,5 +1,8 @@
 """How RemoteMonitor and RemoteStop plug into Keras's callback dispatch."""
 
+import threading
+import time
+
 import keras
 import pytest
 from keras.src.callbacks.callback_list import CallbackList
@@ -9,11 +12,19 @@ from callboard.client import RemoteMonitor, RemoteStop
 
 from .fake_server import FakeServer
 
+BATCH_HOOKS = [
+    f"on_{kind}batch_{when}"
+    for kind in ("", "train_", "test_", "predict_")
+    for when in ("begin", "end")
+]
 
-def test_epoch_level_monitoring_adds_no_batch_hook():
-    monitor = RemoteMonitor(root="http://callboard.test")
-    assert is_default(monitor.on_train_batch_end) and is_default(monitor.on_batch_end)
-    assert is_default(RemoteStop().on_train_batch_end)
+
+@pytest.mark.parametrize("hook", BATCH_HOOKS)
+def test_epoch_level_monitoring_and_remote_stop_add_no_batch_hook(hook):
+    assert is_default(getattr(RemoteMonitor(root="http://callboard.test"), hook))
+    assert is_default(getattr(RemoteStop(), hook))
+    if hook != "on_train_batch_end":
+        assert is_default(getattr(RemoteMonitor(batch_frequency=5), hook))
 
 
 def test_batch_monitoring_hooks_batches_and_stays_async_safe(monkeypatch):
@@ -57,3 +68,77 @@ def test_batch_events_every_n_steps_with_learning_rate_per_epoch(tmp_path):
     epochs = [e for e in events if e["kind"] == "epoch_end"]
     assert [e["metrics"]["learning_rate"] for e in epochs] == pytest.approx([0.05, 0.05])
     assert events[0]["data"]["epochs"] == 2 and events[0]["data"]["steps"] == 10
+
+
+def test_batch_steps_count_steps_per_execution():
+    server = FakeServer()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.05), "mse", steps_per_execution=2)
+    x = keras.random.normal((40, 2))
+    monitor = RemoteMonitor(root="http://callboard.test", batch_frequency=3, client=server.client())
+    model.fit(x, x[:, :1], epochs=2, batch_size=4, verbose=0, callbacks=[monitor])
+    events = server.stored()
+    # Keras reports steps 2, 4, ..., 10 in each 10-step epoch: a report when a
+    # multiple of 3 was passed, at the step where Keras saw it.
+    assert [e["step"] for e in events if e["kind"] == "batch_end"] == [4, 6, 10, 12, 16, 18]
+    assert [e["step"] for e in events if e["kind"] == "epoch_end"] == [10, 20]
+
+
+def test_batch_hooks_called_out_of_order_from_threads_keep_their_steps():
+    run = RecordingRun()
+    monitor = RemoteMonitor(root="http://callboard.test", batch_frequency=2)
+    monitor.run = run
+    monitor.on_epoch_begin(0)
+    threads = [
+        threading.Thread(target=monitor.on_train_batch_end, args=(batch, {"loss": batch}))
+        for batch in reversed(range(8))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Every second step reports, with its own batch's logs, whatever the call order.
+    reports = sorted((e["step"], e["metrics"]["batch/loss"]) for e in run.events)
+    assert reports == [(2, 1.0), (4, 3.0), (6, 5.0), (8, 7.0)]
+    monitor.on_epoch_end(0, {"loss": 1.0})
+    assert run.events[-1]["step"] == 8
+
+
+class RecordingRun:
+    def __init__(self):
+        self.events = []
+
+    def log_event(self, kind, **fields):
+        self.events.append({"kind": kind, **fields})
+
+
+def test_a_remote_stop_ends_fit_from_the_polling_thread_and_acknowledges_first():
+    server = FakeServer()
+    x = keras.random.normal((64, 2))
+
+    def request_stop(batch, logs):
+        if batch == 3:
+            server.stop_requested = True
+        time.sleep(0.01)
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    stopper = RemoteStop(interval=0.05)
+    history = model.fit(
+        x,
+        x[:, :1],
+        epochs=100,
+        batch_size=4,
+        verbose=0,
+        callbacks=[
+            RemoteMonitor(root="http://callboard.test", client=server.client()),
+            stopper,
+            keras.callbacks.LambdaCallback(on_train_batch_end=request_stop),
+        ],
+    )
+    assert len(history.history["loss"]) < 100 and stopper.stopped_remotely
+    sent = server.posted_kinds()
+    assert sent.count("ack") == 1
+    assert sent.index("ack") < next(i for i, kinds in enumerate(sent) if "train_end" in kinds)
+    assert server.stored()[-1]["data"] == {"status": "stopped"}

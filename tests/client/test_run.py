@@ -105,3 +105,80 @@ def test_should_stop_follows_the_server_and_acknowledges(server):
     assert server.acknowledged
     run.finish()
     assert server.stored()[-1]["data"]["status"] == "stopped"
+
+
+def test_non_urgent_events_arrive_within_the_batch_window_sharing_requests(server):
+    run = make_run(server).start()
+    run.flush(5)
+    for step in range(20):
+        run.log_event("batch_end", step=step, metrics={"batch/loss": 1.0}, urgent=False)
+    deadline = time.monotonic() + 5
+    while len(server.stored()) < 21 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # Delivered without any urgent event to carry them, in one or two requests.
+    assert [e["step"] for e in server.stored()[1:]] == list(range(20))
+    assert 1 <= len(server.posted_kinds()) - 1 <= 2
+    run.finish()
+
+
+def test_an_unreachable_server_gets_one_spool_write_per_window_not_per_event(server, monkeypatch):
+    server.down = True
+    run = make_run(server).start()
+    writes = []
+    append = run._sender.spool.append
+    monkeypatch.setattr(run._sender.spool, "append", lambda events: writes.append(len(events)))
+    for step in range(50):
+        run.log_event("batch_end", step=step, urgent=False)
+        time.sleep(0.01)
+    run.flush(5)
+    monkeypatch.setattr(run._sender.spool, "append", append)
+    assert sum(writes) >= 50
+    assert len(writes) <= 5  # ~0.5 s of events, a 0.5 s window: not one write each
+    run.finish()
+
+
+def test_finish_does_not_keep_retrying_a_server_that_cannot_be_reached(server):
+    server.down = True
+    run = make_run(server).start()
+    run.flush(5)
+    tried = len(server.requests)
+    run.finish()
+    assert len(server.requests) == tried + 1  # one try at close, then the spool keeps it
+    time.sleep(1.0)
+    assert len(server.requests) == tried + 1
+
+
+def test_finish_retries_a_server_answering_errors(server):
+    run = make_run(server).start()
+    run.flush(5)
+    server.fail_next(2, status=503)
+    run.finish()
+    assert server.stored()[-1]["kind"] == "train_end"
+
+
+def test_a_request_stalled_at_finish_still_delivers_once_it_answers(server, _spool_dir):
+    server.hold_kind = "train_end"
+    run = make_run(server).start()
+    run.flush(5)
+    run.finish()  # gives up waiting on the held request: the spool keeps train_end
+    assert "train_end" not in [e["kind"] for e in server.stored()]
+    server.release.set()
+    deadline = time.monotonic() + 5
+    while spool_files(_spool_dir) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.stored()[-1]["data"] == {"status": "finished"}
+    assert not spool_files(_spool_dir)
+
+
+def test_a_stop_is_acknowledged_before_the_events_that_follow_it(server):
+    run = make_run(server, stop_poll_interval=0.05).start()
+    assert run.should_stop is False
+    server.stop_requested = True
+    deadline = time.monotonic() + 5
+    while not run.should_stop and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.log({"loss": 1.0}, epoch=0)
+    run.finish()
+    sent = server.posted_kinds()
+    assert sent.count("ack") == 1
+    assert sent.index("ack") < next(i for i, kinds in enumerate(sent) if "train_end" in kinds)
