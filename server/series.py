@@ -88,8 +88,7 @@ def _extent(session, run_id, key):
     )
     if not capped:
         return None, None, 0
-    low = session.scalar(select(func.min(MetricPoint.step)).where(*where))
-    high = session.scalar(select(func.max(MetricPoint.step)).where(*where))
+    low, high = _first_step(session, where), _first_step(session, where, last=True)
     if capped <= ROLLUP_ABOVE_POINTS:
         return low, high, capped
     finite = session.scalar(
@@ -104,6 +103,16 @@ def _extent(session, run_id, key):
     if total <= ROLLUP_ABOVE_POINTS:  # no rollups for these points
         total = session.scalar(select(func.count()).where(*where))
     return low, high, total
+
+
+def _first_step(session, where, last=False):
+    """The series' first (or last) step, off the end of its (run, key, step) index.
+
+    `ORDER BY step LIMIT 1` rather than MIN/MAX: PostgreSQL plans MIN/MAX as a
+    scan of the whole series until the table has statistics.
+    """
+    order = MetricPoint.step.desc() if last else MetricPoint.step
+    return session.scalar(select(MetricPoint.step).where(*where).order_by(order).limit(1))
 
 
 def _has_rollups(session, run_id, key):
