@@ -81,9 +81,15 @@ def _extent(session, run_id, key):
     missing (points written around `ingest_events`): then every point is counted.
     """
     where = [MetricPoint.run_id == run_id, MetricPoint.key == key]
+    # In index order, so the count stops after the cap even on PostgreSQL without
+    # statistics (which would otherwise bitmap-scan the whole series first).
     capped = session.scalar(
         select(func.count()).select_from(
-            select(MetricPoint.id).where(*where).limit(ROLLUP_ABOVE_POINTS + 1).subquery()
+            select(MetricPoint.step)
+            .where(*where)
+            .order_by(MetricPoint.step)
+            .limit(ROLLUP_ABOVE_POINTS + 1)
+            .subquery()
         )
     )
     if not capped:
