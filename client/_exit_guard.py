@@ -1,7 +1,9 @@
 """Ends open runs when the process dies: an uncaught exception marks them `failed`.
 
 Keras calls no callback when an exception escapes `fit()`, so open runs are
-closed from `sys.excepthook` (with the error) and, failing that, at exit.
+closed from `sys.excepthook` (with the error) and, failing that, at exit. At
+exit it also gives senders still delivering a run's last events (a slow server
+at `finish()`) a short grace, unless their request looks hung.
 """
 
 import atexit
@@ -10,7 +12,10 @@ import sys
 import threading
 import weakref
 
+EXIT_GRACE = 2.0  # most seconds the process waits at exit for last events in flight
+
 _open_runs = weakref.WeakSet()
+_lingering = weakref.WeakSet()
 _lock = threading.Lock()
 _installed = False
 
@@ -34,8 +39,15 @@ def _install():
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook
+    atexit.register(_wait_for_lingering)  # atexit runs last-in first: after _finish_all
     atexit.register(_finish_all, "failed", "the process exited before the run finished")
     _installed = True
+
+
+def _wait_for_lingering():
+    for sender in list(_lingering):
+        with contextlib.suppress(Exception):
+            sender.wait_at_exit(EXIT_GRACE)
 
 
 def guard(run):
@@ -44,6 +56,14 @@ def guard(run):
         if not _installed:
             _install()
         _open_runs.add(run)
+
+
+def linger(sender):
+    """`sender` goes on delivering after its run finished; give it a grace at exit."""
+    with _lock:
+        if not _installed:
+            _install()
+        _lingering.add(sender)
 
 
 def release(run):

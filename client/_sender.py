@@ -5,6 +5,7 @@ import threading
 import time
 import warnings
 
+from . import _exit_guard
 from ._api import DeliveryFailed, Rejected
 
 MAX_BACKOFF = 30.0
@@ -126,6 +127,7 @@ class EventSender:
             self._thread.join(0.01)
         if self._thread.is_alive():
             self.spool.append(list(self._inflight) + self._drain())
+            _exit_guard.linger(self)
             self._warn_once(
                 "timeout",
                 f"Callboard server at {self.api.root} is not answering; "
@@ -134,6 +136,16 @@ class EventSender:
 
     def _unreachable_at_close(self):
         return self._closing_attempts > 0 and not self._failure_answered
+
+    def wait_at_exit(self, grace):
+        """At process exit: wait up to `grace` seconds for the thread to finish, unless
+        its request has been pending longer than `grace` (a hung server)."""
+        deadline = time.monotonic() + grace
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            since = self._inflight_since
+            if since is not None and time.monotonic() - since > grace:
+                return
+            self._thread.join(0.01)
 
     def _gave_up(self):
         if self._unreachable_at_close():

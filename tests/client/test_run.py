@@ -1,4 +1,7 @@
 import math
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -182,3 +185,35 @@ def test_a_stop_is_acknowledged_before_the_events_that_follow_it(server):
     sent = server.posted_kinds()
     assert sent.count("ack") == 1
     assert sent.index("ack") < next(i for i, kinds in enumerate(sent) if "train_end" in kinds)
+
+
+EXIT_SCRIPT = """
+import atexit, threading
+from tests.client.fake_server import FakeServer
+
+server = FakeServer()
+server.hold_kind = "train_end"
+atexit.register(lambda: print("stored", [e["kind"] for e in server.stored()]))  # runs last
+from callboard.client import Run
+
+run = Run(root="http://callboard.test", client=server.client()).start()
+run.flush(5)
+release = threading.Timer(0.6, server.release.set)
+release.daemon = True
+release.start()
+run.finish()  # gives up on the held request; the sender goes on in the background
+print("finished", [e["kind"] for e in server.stored()])
+"""
+
+
+def test_a_process_exiting_right_after_finish_still_delivers_a_slow_last_request(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CALLBOARD_SPOOL_DIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "finished ['train_begin']" in done.stdout
+    assert "stored ['train_begin', 'train_end']" in done.stdout
