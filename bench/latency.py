@@ -27,6 +27,10 @@ from .report import Report
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 STOP_INTERVAL = 1.0  # RemoteStop's default poll interval
+# The stop's moment needs a generator of its own: `keras.utils.set_random_seed(0)` in
+# `_model_and_data` reseeds `random`, which made the "random" phases one fixed sequence
+# (two of its 20 stops landed just after a poll, in every run).
+STOP_PHASES = random.Random()
 LIVE_TARGET_MS = 20.0
 
 
@@ -104,7 +108,7 @@ def stop_latencies(root, stops, model, x, y):
                 time.sleep(0.01)
             if monitor.run is None or monitor.run.id is None:
                 raise RuntimeError("the run never reached the server")
-            time.sleep(0.2 + random.uniform(0, STOP_INTERVAL))  # a random poll phase
+            time.sleep(0.2 + STOP_PHASES.uniform(0, STOP_INTERVAL))  # a random poll phase
             requested = time.perf_counter()
             control.post(f"/api/v1/runs/{monitor.run.id}/stop").raise_for_status()
             thread.join(60)
