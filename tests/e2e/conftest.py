@@ -31,8 +31,11 @@ def save_screenshot(page, name, folder=ARTIFACTS):
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    """One Chromium for the browser tests. Package-scoped: Playwright's sync API keeps an
+    event loop running on the main thread while it is open, which `asyncio.run` in later
+    tests refuses."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CALLBOARD_REQUIRE_BROWSER"):
             pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium")

@@ -5,7 +5,6 @@ database, and ingest stays exactly-once per (run, seq) with replicas racing.
 """
 
 import asyncio
-import concurrent.futures
 import itertools
 import json
 import random
@@ -302,15 +301,8 @@ def test_hubs_wake_each_other_and_survive_lost_connections(hub_database):
                 a.publish("run:1")
                 assert await on_b.wait(10)
 
-        run_in_own_loop(scenario())
+        asyncio.run(scenario())
     finally:
         a.stop()
         b.stop()
     assert not a.listening and not b.listening
-
-
-def run_in_own_loop(coroutine):
-    """`asyncio.run` on a thread of its own: Playwright's sync API (session-scoped in the
-    browser tests) may hold an event loop open on the main thread."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
