@@ -242,6 +242,8 @@ def test_stop_button_stops_a_real_keras_training(live_server, page):
     steps.nth(2).wait_for()
     assert steps.all_text_contents() == ["requested", "acknowledged", "stopped"]
     assert page.locator("#stop-button").is_disabled()
+    # The status comes with the run's summary; its events follow through the chart queue.
+    page.locator("#timeline li[data-kind=train_end]").wait_for()
     kinds = page.locator("#timeline li").evaluate_all("items => items.map(i => i.dataset.kind)")
     assert {"stop_requested", "stop_acknowledged", "train_end"} <= set(kinds)
     assert page.locator("#eta").text_content().startswith("Ended: stopped")
