@@ -90,7 +90,7 @@ class EventSender:
         self._queue.append(event)
         self._idle.clear()
         if len(self._queue) > self.max_queue:
-            self.spool.append(self._drain())
+            self._spool(self._drain())
         if urgent:
             self._urgent = True
             self._wake.set()
@@ -126,7 +126,7 @@ class EventSender:
         while self._thread.is_alive() and time.monotonic() < deadline and not self._gave_up():
             self._thread.join(0.01)
         if self._thread.is_alive():
-            self.spool.append(list(self._inflight) + self._drain())
+            self._spool(list(self._inflight) + self._drain())
             _exit_guard.linger(self)
             self._warn_once(
                 "timeout",
@@ -154,6 +154,22 @@ class EventSender:
         limit = max(STALLED_AFTER, STALLED_FACTOR * self._slowest_answer)
         return since is not None and time.monotonic() - since > limit
 
+    def _spool(self, events):
+        self.spool.append(events)
+        if self.spool.disk_error is not None:
+            self._warn_once(
+                "disk",
+                f"Callboard could not write its spool {self.spool.path} "
+                f"({self.spool.disk_error}); undelivered events wait in memory instead "
+                f"(at most {self.spool.memory_limit:,}).",
+            )
+        if self.spool.dropped:
+            self._warn_once(
+                "dropped",
+                "Callboard dropped its oldest undelivered events: the server is unreachable "
+                "and the spool can't be written.",
+            )
+
     def _drain(self, limit=None):
         items = []
         while self._queue and (limit is None or len(items) < limit):
@@ -162,18 +178,28 @@ class EventSender:
 
     def _loop(self):
         while True:
-            self._wake.wait(timeout=self._seconds_to_next_action())
-            self._wake.clear()
-            if self._queue_due():
-                self._send_queue()
-            if (self._ack_pending or self.spool) and not self._in_backoff():
-                self._deliver([])  # acknowledge a stop, replay the spool
-            if self._closing and self._done_closing():
-                return
-            if self._idle_too_long():
-                self._heartbeat()
-            if not self._queue and not self._ack_pending:
-                self._idle.set()
+            try:
+                if self._step():
+                    return
+            except Exception as exc:  # a bug must not silence the run: warn, go on
+                self._warn_once("internal", f"Callboard's sender hit an error: {exc!r}")
+                time.sleep(self.batch_window)
+
+    def _step(self):
+        """Wait for what is due and do it; return True once closing is done."""
+        self._wake.wait(timeout=self._seconds_to_next_action())
+        self._wake.clear()
+        if self._queue_due():
+            self._send_queue()
+        if (self._ack_pending or self.spool) and not self._in_backoff():
+            self._deliver([])  # acknowledge a stop, replay the spool
+        if self._closing and self._done_closing():
+            return True
+        if self._idle_too_long():
+            self._heartbeat()
+        if not self._queue and not self._ack_pending:
+            self._idle.set()
+        return False
 
     def _queue_due(self):
         if not self._queue:
@@ -195,7 +221,7 @@ class EventSender:
     def _spill(self):
         batch = self._drain()
         self._inflight = batch
-        self.spool.append(batch)
+        self._spool(batch)
         self._inflight = []
 
     def _done_closing(self):
@@ -239,9 +265,12 @@ class EventSender:
                 self._replay_spool()
             self._post(batch)
         except DeliveryFailed as exc:
-            self.spool.append(batch)
+            self._spool(batch)
             self._inflight = []  # spooled: close() must not spool it again
             self._note_failure(exc)
+        except Exception:
+            self._spool(batch)  # kept for the next try; the loop warns
+            raise
         else:
             self._failures = 0
             self._last_contact = now = time.monotonic()

@@ -1,4 +1,9 @@
-"""The on-disk spool: events that could not be delivered yet, one append-only file per run."""
+"""The on-disk spool: events that could not be delivered yet, one append-only file per run.
+
+A disk that refuses the spool (full, read-only, its folder removed) never
+raises into training: the spool then holds those events in memory, up to a
+limit, and writes them ahead of later ones once the disk takes them again.
+"""
 
 import contextlib
 import fcntl
@@ -21,13 +26,20 @@ class Spool:
     """Append-only JSON-lines file of one run's undelivered events.
 
     The first line is the run's header (server root and run spec), so any process
-    on this machine can replay the file later (`callboard sync`).
+    on this machine can replay the file later (`callboard sync`). Events the disk
+    refused wait in memory (`held`, at most `memory_limit`: beyond it the oldest
+    are dropped and counted in `dropped`); `disk_error` is the disk's last refusal.
     """
 
-    def __init__(self, directory, run_uid, header):
+    def __init__(self, directory, run_uid, header, memory_limit=100_000):
         self.path = Path(directory) / f"{run_uid}.jsonl"
         self._header = header
         self._thread_lock = threading.Lock()
+        self.memory_limit = memory_limit
+        self.held = []
+        self.dropped = 0
+        self.disk_error = None
+        self._read_from_file = 0  # how many of the events `read` returned came from the file
 
     @contextlib.contextmanager
     def _lock(self):
@@ -39,41 +51,69 @@ class Spool:
                 yield
 
     def append(self, events):
+        """Add `events` after those spooled so far; never raises for the disk's sake."""
         if not events:
             return
-        with self._lock():
-            new_file = not self.path.exists()
-            with open(self.path, "a", encoding="utf-8") as f:
-                if new_file:
-                    f.write(json.dumps({"header": self._header}) + "\n")
-                for event in events:
-                    f.write(json.dumps(event) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+        pending = self.held + list(events)
+        try:
+            with self._lock():
+                new_file = not self.path.exists()
+                with open(self.path, "a", encoding="utf-8") as f:
+                    if new_file:
+                        f.write(json.dumps({"header": self._header}) + "\n")
+                    f.write("".join(json.dumps(event) + "\n" for event in pending))
+                    f.flush()
+                    os.fsync(f.fileno())
+        except OSError as exc:  # a torn last line is ignored when read
+            self._hold(pending, exc)
+        else:
+            self.held = []
 
     def __bool__(self):
-        return self.path.exists()
+        return bool(self.held) or self.path.exists()
 
     def read(self):
         """Return the spooled events in the order they were written."""
-        with self._lock():
-            return read_spool_file(self.path)[1]
+        try:
+            with self._lock():
+                events = read_spool_file(self.path)[1]
+        except OSError as exc:
+            self.disk_error = exc
+            events = []
+        self._read_from_file = len(events)
+        return events + self.held
 
     def discard(self, delivered_count):
-        """Forget the first `delivered_count` events, keeping any appended since."""
-        with self._lock():
-            header, events = read_spool_file(self.path)
-            rest = events[delivered_count:]
-            if not rest:
-                self.path.unlink(missing_ok=True)
-                self.path.with_suffix(".lock").unlink(missing_ok=True)
-                return
-            tmp = self.path.with_suffix(".tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(json.dumps({"header": header}) + "\n")
-                for event in rest:
-                    f.write(json.dumps(event) + "\n")
-            os.replace(tmp, self.path)
+        """Forget the first `delivered_count` events, keeping any appended since.
+
+        If the disk refuses, the delivered events stay in the file: replaying
+        them again is harmless, as the server stores each (run, seq) once.
+        """
+        try:
+            with self._lock():
+                header, events = read_spool_file(self.path)
+                rest = events[delivered_count:]
+                self.held = self.held[max(0, delivered_count - len(events)) :]
+                if not rest:
+                    self.path.unlink(missing_ok=True)
+                    self.path.with_suffix(".lock").unlink(missing_ok=True)
+                    return
+                tmp = self.path.with_suffix(".tmp")
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(json.dumps({"header": header}) + "\n")
+                    f.write("".join(json.dumps(event) + "\n" for event in rest))
+                os.replace(tmp, self.path)
+        except OSError as exc:
+            self.disk_error = exc
+            self.held = self.held[max(0, delivered_count - self._read_from_file) :]
+
+    def _hold(self, events, exc):
+        self.disk_error = exc
+        overflow = len(events) - self.memory_limit
+        if overflow > 0:
+            self.dropped += overflow
+            events = events[overflow:]
+        self.held = events
 
 
 def read_spool_file(path):

@@ -217,3 +217,17 @@ def test_a_process_exiting_right_after_finish_still_delivers_a_slow_last_request
     assert done.returncode == 0, done.stderr
     assert "finished ['train_begin']" in done.stdout
     assert "stored ['train_begin', 'train_end']" in done.stdout
+
+
+def test_an_unwritable_spool_loses_nothing_while_the_process_lives(server, tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    server.down = True
+    run = make_run(server, spool_dir=blocked).start()
+    with pytest.warns(RuntimeWarning, match="could not write its spool"):
+        for epoch in range(5):
+            run.log({"loss": float(epoch)}, epoch=epoch)
+        run.flush(5)
+    server.down = False
+    run.finish()
+    assert [e["epoch"] for e in server.stored() if e["kind"] == "epoch_end"] == list(range(5))

@@ -1,0 +1,64 @@
+"""The spool when the disk refuses it: events wait in memory, in order, never raising."""
+
+import pytest
+
+from callboard.client._spool import Spool, read_spool_file
+
+
+def events(first, count):
+    return [{"seq": seq, "kind": "epoch_end"} for seq in range(first, first + count)]
+
+
+def seqs(items):
+    return [item["seq"] for item in items]
+
+
+@pytest.fixture
+def blocked(tmp_path):
+    """A spool folder path that is a file: every write to it fails."""
+    path = tmp_path / "not-a-folder"
+    path.write_text("")
+    return path
+
+
+def test_a_refused_write_keeps_the_events_in_memory(blocked):
+    spool = Spool(blocked, "run", {"root": "r"})
+    spool.append(events(1, 3))
+    assert spool.disk_error is not None
+    assert spool
+    assert seqs(spool.read()) == [1, 2, 3]
+
+
+def test_held_events_reach_the_file_ahead_of_later_ones(tmp_path, blocked):
+    spool = Spool(blocked, "run", {"root": "r"})
+    spool.append(events(1, 2))
+    spool.path = tmp_path / "spool" / "run.jsonl"  # the disk takes writes again
+    spool.append(events(3, 2))
+    assert spool.held == []
+    header, stored = read_spool_file(spool.path)
+    assert header == {"root": "r"} and seqs(stored) == [1, 2, 3, 4]
+
+
+def test_discard_forgets_delivered_events_from_the_file_then_from_memory(tmp_path):
+    spool = Spool(tmp_path, "run", {"root": "r"})
+    spool.append(events(1, 2))
+    spool.held = events(3, 2)  # what a refused write left in memory
+    assert seqs(spool.read()) == [1, 2, 3, 4]
+    spool.discard(3)
+    assert seqs(spool.read()) == [4]
+
+
+def test_discard_on_a_refusing_disk_still_forgets_delivered_memory(blocked):
+    spool = Spool(blocked, "run", {"root": "r"})
+    spool.append(events(1, 4))
+    spool.read()
+    spool.discard(3)
+    assert seqs(spool.read()) == [4]
+
+
+def test_memory_is_bounded_dropping_the_oldest(blocked):
+    spool = Spool(blocked, "run", {"root": "r"}, memory_limit=5)
+    spool.append(events(1, 4))
+    spool.append(events(5, 3))
+    assert seqs(spool.held) == [3, 4, 5, 6, 7]
+    assert spool.dropped == 2
