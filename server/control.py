@@ -1,9 +1,29 @@
 """A run's stop state machine: none → requested → acknowledged → stopped."""
 
 import time
+from typing import NamedTuple
 
 from .ingest import add_server_event
 from .models import ENDED_STATUSES
+
+
+class ControlRow(NamedTuple):
+    """The run's columns a control answer needs, and its project's name."""
+
+    id: int
+    status: str
+    stop_reason: str | None
+    stop_requested_at: float | None
+    stop_acknowledged_at: float | None
+    stopped_at: float | None
+    project: str
+
+
+CONTROL_QUERY = (
+    "SELECT runs.id, runs.status, runs.stop_reason, runs.stop_requested_at, "
+    "runs.stop_acknowledged_at, runs.stopped_at, projects.name "
+    "FROM runs JOIN projects ON projects.id = runs.project_id WHERE runs.id = {}"
+)
 
 
 class StopRefused(Exception):
@@ -33,6 +53,21 @@ def control_state(run):
         "acknowledged_at": run.stop_acknowledged_at,
         "stopped_at": run.stopped_at,
     }
+
+
+def read_control_row(database, run_id):
+    """Run `run_id`'s `ControlRow`, or None: one statement straight on a pooled driver
+    connection (SQLAlchemy's statement and result machinery cost more than the query)."""
+    marker = "?" if database.engine.dialect.paramstyle == "qmark" else "%s"
+    connection = database.engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute(CONTROL_QUERY.format(marker), (run_id,))
+        row = cursor.fetchone()
+        cursor.close()
+    finally:
+        connection.close()
+    return None if row is None else ControlRow(*row)
 
 
 def request_stop(session, run, reason=None):

@@ -61,8 +61,8 @@ def json_answer(value: Any, status_code=200):
     return Response(orjson.dumps(value), status_code=status_code, media_type="application/json")
 
 
-def documented_input(model, path_ids=("run_id",)):
-    """`openapi_extra` describing path ids and a JSON body of `model`, as FastAPI would."""
+def documented_path(path_ids=("run_id",)):
+    """`openapi_extra` describing path ids (positive 64-bit integers), as FastAPI would."""
     parameters = [
         {
             "name": name,
@@ -72,13 +72,17 @@ def documented_input(model, path_ids=("run_id",)):
         }
         for name in path_ids
     ]
+    return {"parameters": parameters, "responses": {"422": VALIDATION_ERROR}}
+
+
+def documented_input(model, path_ids=("run_id",)):
+    """`openapi_extra` describing path ids and a JSON body of `model`, as FastAPI would."""
     return {
-        "parameters": parameters,
+        **documented_path(path_ids),
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": inline_schema(model)}},
         },
-        "responses": {"422": VALIDATION_ERROR},
     }
 
 

@@ -2,19 +2,26 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
-from ..control import StopRefused, acknowledge_stop, control_state, request_stop
+from ..control import (
+    StopRefused,
+    acknowledge_stop,
+    control_state,
+    read_control_row,
+    request_stop,
+)
 from ..deps import (
     Controller,
     HubDep,
     PrincipalDep,
     RowId,
-    RunDep,
     WriteSessionDep,
     lock_visible_run,
     require,
 )
+from ..lean import authorize, documented_path, json_answer, row_id
 from ..live import RUNS_CHANNEL, run_channel
 from ..schemas import StopRequest
 
@@ -40,10 +47,19 @@ def stop(
     return control_state(run)
 
 
-@router.get("/control", dependencies=[Depends(require("read", "ingest"))])
-def read_control(run: RunDep):
-    """What the training client polls: whether a stop was requested, and its state."""
-    return control_state(run)
+@router.get("/control", openapi_extra=documented_path())
+async def read_control(request: Request):
+    """What the training client polls: whether a stop was requested, and its state.
+
+    Every training client asks once a second, so this is served lean (`lean`):
+    one query on one worker thread, the same 401/403/404/422 answers.
+    """
+    principal = await authorize(request, "read", "ingest")
+    run_id = row_id(request)
+    run = await run_in_threadpool(read_control_row, request.app.state.database, run_id)
+    if run is None or not principal.sees_project(run.project):
+        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
+    return json_answer(control_state(run))
 
 
 @router.post("/control/ack", dependencies=[Depends(require("ingest", "control"))])

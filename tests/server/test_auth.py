@@ -152,6 +152,9 @@ def test_project_scoped_token_sees_only_its_project(secured):
     assert {run["project"] for run in listed} == {"team-a"}
     assert httpx.get(f"{server.root}/api/v1/runs/{other}", headers=scoped).status_code == 404
     assert httpx.post(f"{server.root}/api/v1/runs/{other}/stop", headers=scoped).status_code == 404
+    control = f"{server.root}/api/v1/runs/{other}/control"
+    assert httpx.get(control, headers=scoped).status_code == 404
+    assert httpx.get(control, headers=admin).status_code == 200
     refused = httpx.post(
         f"{server.root}/api/v1/runs", json={"name": "x", "project": "team-b"}, headers=scoped
     )

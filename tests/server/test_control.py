@@ -33,3 +33,19 @@ def test_stop_without_body_and_on_ended_or_missing_runs(api):
 def test_acknowledging_without_a_request_changes_nothing(api):
     run_id = create_run(api)
     assert api.post(f"/api/v1/runs/{run_id}/control/ack").json()["state"] == "none"
+
+
+def test_control_answers_the_same_fields_as_run_detail_and_clear_errors(api):
+    run_id = create_run(api)
+    api.post(f"/api/v1/runs/{run_id}/stop", json={"reason": "enough"})
+    control = api.get(f"/api/v1/runs/{run_id}/control").json()
+    assert control == api.get(f"/api/v1/runs/{run_id}").json()["control"]
+    assert control["run_id"] == run_id and control["status"] == "running"
+    missing = api.get("/api/v1/runs/999/control")
+    assert missing.status_code == 404 and missing.json() == {"detail": "run 999 not found"}
+    for bad_id in ("0", "x", str(2**63)):
+        answer = api.get(f"/api/v1/runs/{bad_id}/control")
+        assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == [
+            "path",
+            "run_id",
+        ]
