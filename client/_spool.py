@@ -34,7 +34,7 @@ class Spool:
     def __init__(self, directory, run_uid, header, memory_limit=100_000):
         self.path = Path(directory) / f"{run_uid}.jsonl"
         self._header = header
-        self._thread_lock = threading.Lock()
+        self._thread_lock = threading.RLock()  # also guards `held`
         self.memory_limit = memory_limit
         self.held = []
         self.dropped = 0
@@ -54,34 +54,36 @@ class Spool:
         """Add `events` after those spooled so far; never raises for the disk's sake."""
         if not events:
             return
-        pending = self.held + list(events)
-        try:
-            with self._lock():
-                new_file = not self.path.exists()
-                with open(self.path, "a", encoding="utf-8") as f:
-                    if new_file:
-                        f.write(json.dumps({"header": self._header}) + "\n")
-                    f.write("".join(json.dumps(event) + "\n" for event in pending))
-                    f.flush()
-                    os.fsync(f.fileno())
-        except OSError as exc:  # a torn last line is ignored when read
-            self._hold(pending, exc)
-        else:
-            self.held = []
+        with self._thread_lock:
+            pending = self.held + list(events)
+            try:
+                with self._lock():
+                    new_file = not self.path.exists()
+                    with open(self.path, "a", encoding="utf-8") as f:
+                        if new_file:
+                            f.write(json.dumps({"header": self._header}) + "\n")
+                        f.write("".join(json.dumps(event) + "\n" for event in pending))
+                        f.flush()
+                        os.fsync(f.fileno())
+            except OSError as exc:  # a torn last line is ignored when read
+                self._hold(pending, exc)
+            else:
+                self.held = []
 
     def __bool__(self):
         return bool(self.held) or self.path.exists()
 
     def read(self):
         """Return the spooled events in the order they were written."""
-        try:
-            with self._lock():
-                events = read_spool_file(self.path)[1]
-        except OSError as exc:
-            self.disk_error = exc
-            events = []
-        self._read_from_file = len(events)
-        return events + self.held
+        with self._thread_lock:
+            try:
+                with self._lock():
+                    events = read_spool_file(self.path)[1]
+            except OSError as exc:
+                self.disk_error = exc
+                events = []
+            self._read_from_file = len(events)
+            return events + self.held
 
     def discard(self, delivered_count):
         """Forget the first `delivered_count` events, keeping any appended since.
@@ -89,23 +91,27 @@ class Spool:
         If the disk refuses, the delivered events stay in the file: replaying
         them again is harmless, as the server stores each (run, seq) once.
         """
-        try:
-            with self._lock():
-                header, events = read_spool_file(self.path)
-                rest = events[delivered_count:]
-                self.held = self.held[max(0, delivered_count - len(events)) :]
-                if not rest:
-                    self.path.unlink(missing_ok=True)
-                    self.path.with_suffix(".lock").unlink(missing_ok=True)
-                    return
+        with self._thread_lock:
+            try:
+                self._discard_written(delivered_count)
+            except OSError as exc:
+                self.disk_error = exc
+                self.held = self.held[max(0, delivered_count - self._read_from_file) :]
+
+    def _discard_written(self, delivered_count):
+        with self._lock():
+            header, events = read_spool_file(self.path)
+            rest = events[delivered_count:]
+            if rest:
                 tmp = self.path.with_suffix(".tmp")
                 with open(tmp, "w", encoding="utf-8") as f:
                     f.write(json.dumps({"header": header}) + "\n")
                     f.write("".join(json.dumps(event) + "\n" for event in rest))
                 os.replace(tmp, self.path)
-        except OSError as exc:
-            self.disk_error = exc
-            self.held = self.held[max(0, delivered_count - self._read_from_file) :]
+            else:
+                self.path.unlink(missing_ok=True)
+                self.path.with_suffix(".lock").unlink(missing_ok=True)
+        self.held = self.held[max(0, delivered_count - len(events)) :]
 
     def _hold(self, events, exc):
         self.disk_error = exc

@@ -62,3 +62,18 @@ def test_memory_is_bounded_dropping_the_oldest(blocked):
     spool.append(events(5, 3))
     assert seqs(spool.held) == [3, 4, 5, 6, 7]
     assert spool.dropped == 2
+
+
+def test_a_refused_removal_keeps_every_undelivered_event(tmp_path, monkeypatch):
+    spool = Spool(tmp_path, "run", {"root": "r"})
+    spool.append(events(1, 2))
+    spool.held = events(3, 2)
+    spool.read()
+
+    def refuse(*args, **kwargs):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr("pathlib.Path.unlink", refuse)
+    spool.discard(3)  # the file keeps 1 and 2: sent again, stored once by the server
+    monkeypatch.undo()
+    assert seqs(spool.read()) == [1, 2, 4]
