@@ -52,8 +52,13 @@ export class StopControl {
     }
   }
 
-  /** Show stop state `state` of a run whose status is `status`. */
+  /**
+   * Show stop state `state` of a run whose status is `status`. A stop only moves forward,
+   * so an answer older than what is shown (our POST's, arriving after the live updates
+   * that followed it) is ignored.
+   */
   update(state, status) {
+    if (STEPS.indexOf(state) < STEPS.indexOf(this.state)) return;
     this.state = state;
     this.status = status;
     this.steps.dataset.state = state;

@@ -250,6 +250,34 @@ def test_stop_button_stops_a_real_keras_training(live_server, page):
     assert_clean(page)
 
 
+def test_a_late_stop_answer_does_not_undo_the_live_steps(live_server, page):
+    # Our POST /stop answers "requested"; if that answer lands after the live updates
+    # that followed it (acknowledged, stopped), the steps must stay at "stopped".
+    root = live_server.root
+    run_id = create_run(root, unique("late-answer"))
+    post_epochs(root, run_id, range(2))
+
+    def late_answer(route):
+        answer = route.fetch()
+        httpx.post(f"{root}/api/v1/runs/{run_id}/control/ack").raise_for_status()
+        ended = {"seq": 100, "kind": "train_end", "data": {"status": "finished"}}
+        httpx.post(f"{root}/api/v1/runs/{run_id}/events", json={"events": [ended]})
+        time.sleep(1.5)  # the page hears acknowledged and stopped live meanwhile
+        route.fulfill(response=answer)
+
+    page.route(re.compile(r".*/api/v1/runs/\d+/stop$"), late_answer)
+    page.goto(f"{root}/runs/{run_id}")
+    page.wait_for_selector("body[data-charts-ready=true]")
+    page.click("#stop-button")
+    with page.expect_response(re.compile(r".*/stop$")):
+        page.click("#stop-confirm")
+    page.wait_for_timeout(300)  # the page has handled the late answer
+    steps = page.locator("#stop-steps li.done").all_text_contents()
+    assert steps == ["requested", "acknowledged", "stopped"]
+    assert page.locator("#run-status").get_attribute("data-status") == "stopped"
+    assert page.locator("#stop-message").text_content() == "Training stopped."
+
+
 def test_compare_overlays_two_runs(live_server, page):
     root = live_server.root
     project = unique("compare")
