@@ -3,7 +3,7 @@
 import time
 from typing import NamedTuple
 
-from .ingest import add_server_event
+from .ingest import add_server_event, param_marker
 from .models import ENDED_STATUSES
 
 
@@ -58,11 +58,10 @@ def control_state(run):
 def read_control_row(database, run_id):
     """Run `run_id`'s `ControlRow`, or None: one statement straight on a pooled driver
     connection (SQLAlchemy's statement and result machinery cost more than the query)."""
-    marker = "?" if database.engine.dialect.paramstyle == "qmark" else "%s"
     connection = database.engine.raw_connection()
     try:
         cursor = connection.cursor()
-        cursor.execute(CONTROL_QUERY.format(marker), (run_id,))
+        cursor.execute(CONTROL_QUERY.format(param_marker(database.engine.dialect)), (run_id,))
         row = cursor.fetchone()
         cursor.close()
     finally:

@@ -160,7 +160,8 @@ def ingest_events(session, run, events):
     return stored.accepted, stored.duplicates
 
 
-def _marker(dialect):
+def param_marker(dialect):
+    """The driver's placeholder for a bound parameter: `?` (sqlite3) or `%s` (psycopg)."""
     return "?" if dialect.paramstyle == "qmark" else "%s"
 
 
@@ -170,7 +171,7 @@ def _load_run(cursor, dialect, run_id):
     lock = " FOR UPDATE OF runs" if dialect.name == "postgresql" else ""
     cursor.execute(
         f"SELECT {columns}, projects.name FROM runs JOIN projects ON projects.id = runs.project_id "
-        f"WHERE runs.id = {_marker(dialect)}{lock}",
+        f"WHERE runs.id = {param_marker(dialect)}{lock}",
         (run_id,),
     )
     row = cursor.fetchone()
@@ -188,7 +189,7 @@ def _update_run(cursor, dialect, run_id, before, after):
     changed = [name for name in RUN_STATE if after[name] != before[name]]
     if not changed:
         return
-    marker = _marker(dialect)
+    marker = param_marker(dialect)
     values = [json_dumps(after[n]) if n in JSON_STATE else after[n] for n in changed]
     cursor.execute(
         f"UPDATE runs SET {', '.join(f'{name} = {marker}' for name in changed)} "
@@ -209,7 +210,7 @@ def _fresh_events(cursor, dialect, run_id, last_seq, events):
         seen = set()
     else:
         seqs = sorted({event.seq for event in events if event.seq <= last_seq})
-        marker = _marker(dialect)
+        marker = param_marker(dialect)
         seen = set()
         for start in range(0, len(seqs), 500):
             chunk = seqs[start : start + 500]
