@@ -122,9 +122,7 @@ class EventSender:
         """
         self._closing = True
         self._wake.set()
-        deadline = time.monotonic() + timeout
-        while self._thread.is_alive() and time.monotonic() < deadline and not self._gave_up():
-            self._thread.join(0.01)
+        self._join(timeout, self._gave_up)
         if self._thread.is_alive():
             self._spool(list(self._inflight) + self._drain())
             _exit_guard.linger(self)
@@ -140,19 +138,21 @@ class EventSender:
     def wait_at_exit(self, grace):
         """At process exit: wait up to `grace` seconds for the thread to finish, unless
         its request has been pending longer than `grace` (a hung server)."""
-        deadline = time.monotonic() + grace
-        while self._thread.is_alive() and time.monotonic() < deadline:
-            since = self._inflight_since
-            if since is not None and time.monotonic() - since > grace:
-                return
+        self._join(grace, lambda: self._pending_longer_than(grace))
+
+    def _join(self, timeout, give_up):
+        """Wait up to `timeout` seconds for the thread to end, or until `give_up()`."""
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive() and time.monotonic() < deadline and not give_up():
             self._thread.join(0.01)
 
-    def _gave_up(self):
-        if self._unreachable_at_close():
-            return True
+    def _pending_longer_than(self, seconds):
         since = self._inflight_since
+        return since is not None and time.monotonic() - since > seconds
+
+    def _gave_up(self):
         limit = max(STALLED_AFTER, STALLED_FACTOR * self._slowest_answer)
-        return since is not None and time.monotonic() - since > limit
+        return self._unreachable_at_close() or self._pending_longer_than(limit)
 
     def _spool(self, events):
         self.spool.append(events)
@@ -264,13 +264,12 @@ class EventSender:
             if self.spool:
                 self._replay_spool()
             self._post(batch)
-        except DeliveryFailed as exc:
+        except Exception as exc:
             self._spool(batch)
             self._inflight = []  # spooled: close() must not spool it again
+            if not isinstance(exc, DeliveryFailed):
+                raise  # kept for the next try; the loop warns
             self._note_failure(exc)
-        except Exception:
-            self._spool(batch)  # kept for the next try; the loop warns
-            raise
         else:
             self._failures = 0
             self._last_contact = now = time.monotonic()
