@@ -17,16 +17,13 @@ from .test_training import find_run, series, unique
 
 TRAINING = """
 import json, sys, threading, time
-import httpx, keras, numpy as np
+import httpx, keras
 from callboard.client import RemoteMonitor, RemoteStop
+from tests.e2e.training import tiny_data, tiny_model
 
 root, name, epochs, stop_after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-keras.utils.set_random_seed(0)
-x = np.random.default_rng(0).normal(size=(128, 4)).astype("float32")
-y = x.sum(axis=1, keepdims=True)
-model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                          keras.layers.Dense(1)])
-model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+x, y = tiny_data()
+model = tiny_model()
 monitor = RemoteMonitor(root=root, run=name, project="backends", batch_frequency=2)
 
 
