@@ -1,19 +1,24 @@
-"""API tokens: create (the secret is shown once), list, revoke. Admin only."""
+"""API tokens: create (the secret is shown once), list, revoke. Admin only.
+
+An admin token scoped to a project manages only that project's tokens: it
+creates tokens for its project alone, lists them, and revokes them; other
+tokens do not exist for it (404). Unscoped admins manage every token.
+"""
 
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from ..auth import ROLES, create_token
-from ..deps import RowId, SessionDep, WriteSessionDep, require
+from ..deps import Admin, RowId, SessionDep, WriteSessionDep
 from ..models import ApiToken
 from ..schemas import Name, Strict
 
-router = APIRouter(prefix="/tokens", tags=["tokens"], dependencies=[Depends(require("admin"))])
+router = APIRouter(prefix="/tokens", tags=["tokens"])
 
 
 class TokenCreate(Strict):
@@ -34,11 +39,31 @@ def token_view(token):
     }
 
 
+def project_for_new_token(spec, admin):
+    """The project of the token `admin` asks for: a scoped admin's own project, or 403."""
+    if admin.project is None:
+        return spec.project
+    if "project" not in spec.model_fields_set:
+        return admin.project
+    if spec.project != admin.project:
+        wanted = "an unscoped token" if spec.project is None else f"project {spec.project!r}"
+        raise HTTPException(
+            status_code=403,
+            detail=f"this admin token is limited to project {admin.project!r}: "
+            f"it cannot create {wanted}",
+        )
+    return spec.project
+
+
 @router.post("", status_code=201)
-def create(spec: TokenCreate, session: WriteSessionDep, request: Request):
-    """Create a token; the answer's `token` is the only time the secret is shown."""
+def create(admin: Admin, spec: TokenCreate, session: WriteSessionDep, request: Request):
+    """Create a token; the answer's `token` is the only time the secret is shown.
+
+    A project-scoped admin creates tokens for its own project only (the default).
+    """
+    project = project_for_new_token(spec, admin)
     try:
-        token, secret = create_token(session, spec.name, spec.role, spec.project)
+        token, secret = create_token(session, spec.name, spec.role, project)
         session.commit()
     except IntegrityError:
         raise HTTPException(status_code=409, detail=f"a token named {spec.name!r} exists") from None
@@ -47,17 +72,19 @@ def create(spec: TokenCreate, session: WriteSessionDep, request: Request):
 
 
 @router.get("")
-def list_tokens(session: SessionDep):
-    return {
-        "tokens": [token_view(t) for t in session.scalars(select(ApiToken).order_by(ApiToken.id))]
-    }
+def list_tokens(admin: Admin, session: SessionDep):
+    """Every token, oldest first; a project-scoped admin sees its project's only."""
+    query = select(ApiToken).order_by(ApiToken.id)
+    if admin.project is not None:
+        query = query.where(ApiToken.project == admin.project)
+    return {"tokens": [token_view(t) for t in session.scalars(query)]}
 
 
 @router.delete("/{token_id}")
-def revoke(token_id: RowId, session: WriteSessionDep, request: Request):
+def revoke(admin: Admin, token_id: RowId, session: WriteSessionDep, request: Request):
     """Revoke a token; it stops working on every replica within seconds."""
     token = session.get(ApiToken, token_id)
-    if token is None:
+    if token is None or not admin.sees_project(token.project):
         raise HTTPException(status_code=404, detail=f"token {token_id} not found")
     token.revoked_at = token.revoked_at or time.time()
     session.commit()
