@@ -40,15 +40,30 @@ def automatic_run_name(now=None):
     return f"run-{stamp}-{uuid.uuid4().hex[:4]}"
 
 
+class UidTaken(ValueError):
+    """The uid belongs to a run of another project: it cannot be claimed from this one."""
+
+
+def _claimed(existing, spec):
+    """The run a uid claim returns: `existing` when it is in the project `spec` names."""
+    if existing.project.name != spec.project:
+        raise UidTaken(
+            f"uid {spec.uid!r} belongs to a run of another project; "
+            "a run is re-created with its uid only in its own project"
+        )
+    return existing, False
+
+
 def create_run(session, spec, source="client"):
     """Create the run `spec` describes, or return the existing one with its uid.
 
-    Returns `(run, created)`.
+    Returns `(run, created)`. Raises `UidTaken` when a run of another project
+    holds the uid: nothing of that run is returned, nor changed.
     """
     if spec.uid:
         existing = session.scalars(select(Run).where(Run.uid == spec.uid)).one_or_none()
         if existing is not None:
-            return existing, False
+            return _claimed(existing, spec)
     now = time.time()
     project = get_or_create_project(session, spec.project)
     run = Run(
@@ -76,7 +91,7 @@ def create_run(session, spec, source="client"):
         existing = session.scalars(select(Run).where(Run.uid == run.uid)).one_or_none()
         if existing is None:
             raise
-        return existing, False
+        return _claimed(existing, spec)
     return run, True
 
 

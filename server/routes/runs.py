@@ -4,7 +4,7 @@ import json
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import String, cast, func, select
 
 from ..deps import (
@@ -19,7 +19,7 @@ from ..deps import (
     lock_visible_run,
 )
 from ..export import epochs_csv
-from ..ingest import create_run
+from ..ingest import UidTaken, create_run
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Project, Run
 from ..schemas import RunCreate, RunStatus
@@ -43,9 +43,16 @@ def create(
     response: Response,
     principal: Ingester,
 ):
-    """Create a run; posting the same `uid` again returns the same run (200)."""
+    """Create a run; posting the same `uid` again returns the same run (200).
+
+    A uid is claimed only in its run's own project (409 otherwise), by a caller
+    that may write that project (403 otherwise).
+    """
     check_project(principal, spec.project)
-    run, created = create_run(session, spec)
+    try:
+        run, created = create_run(session, spec)
+    except UidTaken as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
     session.commit()
     if created:
         hub.publish(RUNS_CHANNEL)
