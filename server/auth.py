@@ -3,6 +3,10 @@
 Roles grant scopes: `ingest` (create runs, post events), `read` (API and
 dashboard), `control` (read and stop), `admin` (everything, and tokens).
 A token may be scoped to one project. Only SHA-256 digests are stored.
+
+Open mode (anonymous callers act as admin) lasts only while no token has ever
+been created, and never on a server told `require_tokens` (a non-loopback
+bind). Revoking every token locks the server; it does not reopen it.
 """
 
 import contextlib
@@ -44,6 +48,10 @@ class Principal:
 
 
 OPEN = Principal(name="anonymous (no token exists yet)", role="admin")
+RECOVERY_HINT = (
+    "create one on the server's database with `callboard token create NAME --role admin` "
+    "(add `--db URL` for the database the server uses)"
+)
 
 
 def digest(secret):
@@ -83,9 +91,10 @@ class TokenStore:
     token stops working within `ttl` on every replica.
     """
 
-    def __init__(self, database, ttl=2.0):
+    def __init__(self, database, ttl=2.0, require_tokens=False):
         self.database = database
         self.ttl = ttl
+        self.require_tokens = require_tokens
         self._cache = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -121,15 +130,37 @@ class TokenStore:
             self._cache[key] = (now + self.ttl, value)
         return value
 
-    def any_tokens(self):
-        """True once any live token exists: from then on every request needs one."""
+    def _counts(self):
+        """`(tokens ever created, tokens not revoked)`."""
 
         def load():
             with self.database.reader() as session:
-                live = select(func.count()).where(ApiToken.revoked_at.is_(None))
-                return session.scalar(live.select_from(ApiToken)) > 0
+                created, revoked = session.execute(
+                    select(func.count(ApiToken.id), func.count(ApiToken.revoked_at))
+                ).one()
+                return created, created - revoked
 
-        return self._cached("any", load)
+        return self._cached("counts", load)
+
+    def any_tokens(self):
+        """True while a live (not revoked) token exists."""
+        return self._counts()[1] > 0
+
+    def open_mode(self):
+        """True while anonymous callers act as admin.
+
+        That is while no token was ever created (revoked ones count: revoking every
+        token locks the server instead of opening it), and never with `require_tokens`.
+        """
+        return not self.require_tokens and self._counts()[0] == 0
+
+    def locked_out_detail(self):
+        """What a 401 adds when no live token exists: how to make one. Else None."""
+        if self.any_tokens():
+            return None
+        if self._counts()[0]:
+            return f"every API token of this server has been revoked: {RECOVERY_HINT}"
+        return f"this server requires an API token and none exists yet: {RECOVERY_HINT}"
 
     def for_token(self, secret):
         """The principal of a bearer token, or None if unknown or revoked."""

@@ -86,6 +86,8 @@ def serve(
             f"[bold red]WARNING: serving on {host} with no API token (--insecure). "
             "Anyone who can reach this port can read all runs and stop any training.[/bold red]"
         )
+    # A public bind without --insecure never serves open mode, even once every token is revoked.
+    settings.require_tokens = settings.require_tokens or not (insecure or is_loopback(host))
     console.print(f"Callboard on http://{host}:{port}  (database: {settings.database_url})")
     web_app = create_app(settings)
     # What exists now (modules, the app) lives as long as the process: leaving it out

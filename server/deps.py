@@ -61,9 +61,12 @@ def _unauthorized(detail):
 def get_principal(
     request: Request, tokens: Annotated[TokenStore, Depends(get_tokens)]
 ) -> Principal:
-    """The caller: a bearer token, a dashboard session, or anyone while no token exists."""
-    if not tokens.any_tokens():
+    """The caller: a bearer token, a dashboard session, or anyone in open mode (no token yet)."""
+    if tokens.open_mode():
         return OPEN
+    locked_out = tokens.locked_out_detail()
+    if locked_out:
+        raise _unauthorized(locked_out)
     authorization = request.headers.get("authorization")
     if authorization:
         scheme, _, secret = authorization.partition(" ")

@@ -59,7 +59,7 @@ async def lifespan(app):
     if not settings.skip_migrations:
         await run_in_threadpool(migrate.upgrade, settings.database_url)
     app.state.database = Database(settings.database_url)
-    app.state.tokens = TokenStore(app.state.database)
+    app.state.tokens = TokenStore(app.state.database, require_tokens=settings.require_tokens)
     app.state.writer = GroupCommit(app.state.database)
     app.state.writer.start()
     await run_in_threadpool(app.state.hub.start)

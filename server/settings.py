@@ -25,3 +25,5 @@ class Settings(BaseSettings):
     ingest_rate_per_second: float = 100.0
     ingest_burst: int = 300
     session_days: float = 7.0
+    # Never serve open mode (anonymous = admin); `serve` sets it on a non-loopback bind.
+    require_tokens: bool = False

@@ -194,7 +194,7 @@ def login_page(request: Request, tokens: TokensDep, next: str = "/"):
     """The sign-in form. Before any token exists the dashboard is open: go straight on."""
     next_path = safe_next(next)
     root = request.scope.get("root_path", "")
-    if not tokens.any_tokens():
+    if tokens.open_mode():
         return RedirectResponse(root + next_path, status_code=303)
     return login_form(request, next_path, principal=_signed_in(request, tokens))
 
