@@ -6,6 +6,43 @@ import httpx
 
 DEFAULT_ROOT = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+MAX_EVENTS_PER_REQUEST = 5_000  # well under the server's own limits (413 beyond them)
+MAX_VALUES_PER_REQUEST = 10_000  # metric values in one request
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_root(first, second):
+    """True when two server root URLs name the same server (scheme, host, port, path)."""
+    return _normalised_root(first) == _normalised_root(second)
+
+
+def _normalised_root(root):
+    try:
+        url = httpx.URL(str(root).strip())
+    except (httpx.InvalidURL, TypeError):
+        return str(root)
+    scheme = url.scheme.lower()
+    port = url.port or DEFAULT_PORTS.get(scheme)
+    return (scheme, url.host.lower(), port, url.path.rstrip("/"))
+
+
+def request_chunks(events, max_events=MAX_EVENTS_PER_REQUEST, max_values=MAX_VALUES_PER_REQUEST):
+    """Split `events` in order into consecutive lists that each fit one request.
+
+    Example:
+        >>> [len(c) for c in request_chunks([{"metrics": {"a": 1, "b": 2}}] * 5, max_values=4)]
+        [2, 2, 1]
+    """
+    chunk, values = [], 0
+    for event in events:
+        count = len(event.get("metrics") or ())
+        if chunk and (len(chunk) >= max_events or values + count > max_values):
+            yield chunk
+            chunk, values = [], 0
+        chunk.append(event)
+        values += count
+    if chunk:
+        yield chunk
 
 
 class DeliveryFailed(Exception):
@@ -24,6 +61,10 @@ class DeliveryFailed(Exception):
 
 class Rejected(Exception):
     """The server refused the request as invalid; sending it again will not help."""
+
+
+class TooLarge(Rejected):
+    """The server refused the request as too large (413); smaller ones may pass."""
 
 
 def _retry_after(response):
@@ -76,6 +117,8 @@ class ServerApi:
             raise DeliveryFailed(
                 f"server answered {response.status_code}: {response.text}", answered=True
             )
+        if response.status_code == 413:
+            raise TooLarge(f"server answered 413: {response.text}")
         if response.status_code >= 400:
             raise Rejected(f"server answered {response.status_code}: {response.text}")
         try:
@@ -91,6 +134,32 @@ class ServerApi:
 
     def post_events(self, run_id, events):
         return self._request("POST", f"/api/v1/runs/{run_id}/events", json={"events": events})
+
+    def send_events(self, run_id, events, on_refused):
+        """Post `events` in order, in as many requests as the server's limits need.
+
+        An event the server refuses is skipped and passed to `on_refused(event,
+        error)`; a request refused as too large is split in halves until it fits.
+        Raises `DeliveryFailed` when the server can't take them now (sending
+        them again is harmless: the server stores each (run, seq) once).
+        """
+        for chunk in request_chunks(events):
+            self._send_chunk(run_id, chunk, on_refused)
+
+    def _send_chunk(self, run_id, events, on_refused):
+        try:
+            self.post_events(run_id, events)
+        except Rejected as exc:
+            if len(events) == 1:
+                on_refused(events[0], exc)
+                return
+            if isinstance(exc, TooLarge):
+                half = len(events) // 2
+                parts = [events[:half], events[half:]]
+            else:  # find the event it refuses; send the others
+                parts = [[event] for event in events]
+            for part in parts:
+                self._send_chunk(run_id, part, on_refused)
 
     def heartbeat(self, run_id):
         return self._request("POST", f"/api/v1/runs/{run_id}/heartbeat")

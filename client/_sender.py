@@ -6,7 +6,7 @@ import time
 import warnings
 
 from . import _exit_guard
-from ._api import DeliveryFailed, Rejected
+from ._api import DeliveryFailed, Rejected, request_chunks
 
 MAX_BACKOFF = 30.0
 CLOSING_ATTEMPTS = 5  # failed deliveries after close() before the spool is left for later
@@ -126,11 +126,24 @@ class EventSender:
         if self._thread.is_alive():
             self._spool(list(self._inflight) + self._drain())
             _exit_guard.linger(self)
-            self._warn_once(
-                "timeout",
-                f"Callboard server at {self.api.root} is not answering; "
-                f"undelivered events are kept in {self.spool.path} (`callboard sync` sends them).",
+        if self.spool:
+            self._warn_left_undelivered()
+
+    def _warn_left_undelivered(self):
+        root = self.api.root
+        if self.spool.held:
+            where = (
+                f"{len(self.spool.held):,} of them could not be written to {self.spool.path} "
+                f"({self.spool.disk_error}) and are lost when this process exits"
             )
+        else:
+            where = f"they are kept in {self.spool.path}"
+        self._warn_once(
+            "left",
+            f"Callboard server at {root} did not take the run's last events; {where}. "
+            f"`callboard sync --root {root}` sends them (with `--token` if the server needs "
+            "one), as does the next run that reaches this server.",
+        )
 
     def _unreachable_at_close(self):
         return self._closing_attempts > 0 and not self._failure_answered
@@ -292,10 +305,10 @@ class EventSender:
         self._replayed_idle_spools = True
         from .sync import replay_idle_spools
 
-        threading.Thread(
+        threading.Thread(  # only this server's files: our token goes to no other
             target=replay_idle_spools,
-            args=(self.spool.path.parent, self.spool.path),
-            kwargs={"headers": self.api.headers},
+            args=(self.spool.path.parent, self.api),
+            kwargs={"skip": self.spool.path},
             name="callboard-replay",
             daemon=True,
         ).start()
@@ -311,24 +324,18 @@ class EventSender:
         events = self.spool.read()
         delivered = 0
         try:
-            for start in range(0, len(events), self.batch_size):
-                chunk = events[start : start + self.batch_size]
+            for chunk in request_chunks(events, max_events=self.batch_size):
                 self._post(chunk)
                 delivered += len(chunk)
         finally:
             self.spool.discard(delivered)
 
     def _post(self, events):
-        if not events:
-            return
-        try:
-            self.api.post_events(self.run_id, events)
-        except Rejected as exc:
-            if len(events) == 1:
-                self._warn_once(events[0].get("kind"), f"Callboard dropped an event: {exc}")
-                return
-            for event in events:
-                self._post([event])
+        if events:
+            self.api.send_events(self.run_id, events, self._refused)
+
+    def _refused(self, event, exc):
+        self._warn_once(event.get("kind"), f"Callboard dropped an event: {exc}")
 
     def _heartbeat(self):
         self._inflight_since = time.monotonic()
@@ -350,6 +357,8 @@ class EventSender:
             self._closing_attempts += 1
             delay = min(delay, CLOSING_BACKOFF)
         self._retry_at = time.monotonic() + delay
+        if self._closing:
+            return  # close() says where the events wait
         self._warn_once(
             "unreachable",
             f"Callboard server at {self.api.root} is unreachable ({exc}); "

@@ -3,14 +3,18 @@
 A disk that refuses the spool (full, read-only, its folder removed) never
 raises into training: the spool then holds those events in memory, up to a
 limit, and writes them ahead of later ones once the disk takes them again.
+Spool files are readable by their owner only (0600, in a 0700 folder): they
+hold run configs and run uids. They never hold a token or other headers.
 """
 
 import contextlib
-import fcntl
 import json
 import os
 import threading
 from pathlib import Path
+
+PRIVATE_FILE = 0o600
+PRIVATE_FOLDER = 0o700
 
 
 def default_spool_dir():
@@ -20,6 +24,23 @@ def default_spool_dir():
         return Path(configured)
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "callboard" / "spool"
+
+
+def make_private_folder(folder):
+    """Create `folder` (and missing parents) if absent; a folder made here is 0700."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=PRIVATE_FOLDER)
+        os.chmod(folder, PRIVATE_FOLDER)  # mkdir's mode is cut by the umask, never widened
+
+
+def open_private(path, mode):
+    """`open(path, mode)` for text, creating the file 0600 whatever the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    return open(os.open(path, flags, PRIVATE_FILE), mode, encoding="utf-8")
 
 
 class Spool:
@@ -44,10 +65,11 @@ class Spool:
     @contextlib.contextmanager
     def _lock(self):
         """Exclusive across this process's threads and other processes on the machine."""
+        from filelock import FileLock  # here: its import costs more than the rest of the client
+
         with self._thread_lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path.with_suffix(".lock"), "w") as lock_file:
-                fcntl.flock(lock_file, fcntl.LOCK_EX)
+            make_private_folder(self.path.parent)
+            with FileLock(self.path.with_suffix(".lock"), mode=PRIVATE_FILE):
                 yield
 
     def append(self, events):
@@ -59,7 +81,7 @@ class Spool:
             try:
                 with self._lock():
                     new_file = not self.path.exists()
-                    with open(self.path, "a", encoding="utf-8") as f:
+                    with open_private(self.path, "a") as f:
                         if new_file:
                             f.write(json.dumps({"header": self._header}) + "\n")
                         f.write("".join(json.dumps(event) + "\n" for event in pending))
@@ -104,13 +126,15 @@ class Spool:
             rest = events[delivered_count:]
             if rest:
                 tmp = self.path.with_suffix(".tmp")
-                with open(tmp, "w", encoding="utf-8") as f:
+                tmp.unlink(missing_ok=True)  # a leftover would keep its own mode
+                with open_private(tmp, "w") as f:
                     f.write(json.dumps({"header": header}) + "\n")
                     f.write("".join(json.dumps(event) + "\n" for event in rest))
                 os.replace(tmp, self.path)
             else:
                 self.path.unlink(missing_ok=True)
-                self.path.with_suffix(".lock").unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # Windows keeps a held lock's file
+                    self.path.with_suffix(".lock").unlink(missing_ok=True)
         self.held = self.held[max(0, delivered_count - len(events)) :]
 
     def _hold(self, events, exc):
@@ -139,6 +163,15 @@ def read_spool_file(path):
     except FileNotFoundError:
         pass
     return header, events
+
+
+def read_spool_header(path):
+    """The header of a spool file (its server root and run), or None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.loads(f.readline()).get("header")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def spool_files(directory=None):

@@ -1,6 +1,8 @@
 """Non-finite floats on the wire: JSON has no NaN, so they travel as strings."""
 
+import functools
 import math
+import re
 
 NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -30,7 +32,10 @@ def as_float(value):
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            return None
     if hasattr(value, "item"):  # NumPy, torch, JAX: only a one-element array has an item
         try:
             value = value.item()
@@ -53,3 +58,58 @@ def scalar_logs(logs):
         if number is not None:
             metrics[str(key)] = encode_number(number)
     return metrics
+
+
+# The server's rule for metric names (`MetricKey` in server/schemas.py), mirrored so a
+# bad name is dropped here alone instead of the server refusing its whole event.
+MAX_METRIC_NAME_LENGTH = 200
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f]")
+
+
+@functools.lru_cache(maxsize=4096)
+def metric_name_problem(name):
+    """Why the server would refuse `name` as a metric name, or None if it takes it.
+
+    Example:
+        >>> metric_name_problem("val_loss") is None, metric_name_problem("a\\nb")
+        (True, 'holds a control character')
+    """
+    if not name:
+        return "is empty"
+    if len(name) > MAX_METRIC_NAME_LENGTH:
+        return f"is longer than {MAX_METRIC_NAME_LENGTH} characters"
+    if _CONTROL_CHARACTER.search(name):
+        return "holds a control character"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate"
+    return None
+
+
+def clean_metrics(metrics):
+    """Split `metrics` into what the server takes and what it would refuse.
+
+    Returns `(kept, dropped)`: `kept` maps valid names to JSON-safe numbers
+    (numbers, or the strings "NaN" / "Infinity" / "-Infinity"); `dropped` maps
+    each refused name to why.
+
+    Example:
+        >>> clean_metrics({"loss": 0.5, "x" * 201: 1.0, "acc": "high"})[0]
+        {'loss': 0.5}
+    """
+    kept, dropped = {}, {}
+    for key, value in (metrics or {}).items():
+        name = str(key)
+        problem = metric_name_problem(name)
+        if isinstance(value, str) and value in NON_FINITE:
+            number = value
+        else:
+            number = as_float(value)
+            if number is None and problem is None:
+                problem = f"has a value that is not a number ({type(value).__name__})"
+        if problem is None:
+            kept[name] = encode_number(number)
+        else:
+            dropped[name] = problem
+    return kept, dropped

@@ -4,15 +4,17 @@ import itertools
 import platform
 import socket
 import sys
+import threading
 import time
 import uuid
+import warnings
 
 from . import _exit_guard
 from ._api import DEFAULT_ROOT, ServerApi
 from ._sender import EventSender
 from ._spool import Spool, default_spool_dir
 from ._stop_poller import StopPoller
-from ._values import encode_number
+from ._values import clean_metrics
 
 FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "numpy")
 
@@ -30,8 +32,10 @@ def framework_versions():
     return versions
 
 
-def _encode_metrics(metrics):
-    return {str(k): encode_number(float(v)) for k, v in (metrics or {}).items()}
+def _shorten(name, limit=80):
+    """`repr(name)`, cut to about `limit` characters for a warning."""
+    text = repr(name)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(name)} characters)"
 
 
 class Run:
@@ -105,6 +109,8 @@ class Run:
         # process that continues a run (same uid) never reuses a seq of an earlier one.
         self._seq = itertools.count(time.time_ns() // 1000)
         self._stop_poller = None
+        self._dropped_metric_names = set()
+        self._dropped_lock = threading.Lock()
         self._started = False
         self._finished = False
 
@@ -128,13 +134,17 @@ class Run:
         return self
 
     def log(self, metrics, step=None, epoch=None):
-        """Record metric values (numbers; NaN and infinities allowed) at a step or epoch."""
+        """Record metric values (numbers; NaN and infinities allowed) at a step or epoch.
+
+        A name longer than 200 characters or holding a control character (a
+        newline, a tab) is dropped, with a warning; the other metrics are kept.
+        """
         kind = "epoch_end" if step is None and epoch is not None else "metrics"
         self.log_event(
             kind,
             epoch=epoch,
             step=step,
-            metrics=_encode_metrics(metrics),
+            metrics=metrics,
             urgent=kind == "epoch_end",
         )
 
@@ -142,7 +152,12 @@ class Run:
         """Record one event of `kind` (e.g. "checkpoint_saved") with JSON `data`.
 
         Non-urgent events (per-batch metrics) may wait a moment to share a request.
+        A metric the server would refuse (a bad name, a value that is not a number)
+        is dropped alone, with one warning per name.
         """
+        metrics, dropped = clean_metrics(metrics)
+        if dropped:
+            self._warn_dropped(dropped)
         self._sender.submit(
             {
                 "seq": next(self._seq),
@@ -150,11 +165,25 @@ class Run:
                 "time": time.time(),
                 "epoch": epoch,
                 "step": step,
-                "metrics": metrics or {},
+                "metrics": metrics,
                 "data": data or {},
             },
             urgent=urgent,
         )
+
+    def _warn_dropped(self, dropped):
+        with self._dropped_lock:
+            known = self._dropped_metric_names
+            new = {name: why for name, why in dropped.items() if name not in known}
+            known.update(new)
+        if new:
+            names = "; ".join(f"{_shorten(name)} {why}" for name, why in new.items())
+            warnings.warn(
+                f"Callboard dropped metrics the server would refuse ({names}); "
+                "the run's other metrics are kept.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     @property
     def should_stop(self):

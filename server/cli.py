@@ -206,19 +206,33 @@ def export(
 @app.command()
 def sync(
     root: Annotated[
-        str | None, typer.Option(help="Server to send to (else each run's own).")
+        str | None,
+        typer.Option(
+            envvar="CALLBOARD_ROOT",
+            help="Send only the runs spooled for this server (else each to its own, no token).",
+        ),
     ] = None,
-    token: Annotated[str | None, typer.Option(envvar="CALLBOARD_TOKEN", help="API token.")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="CALLBOARD_TOKEN", help="API token of the --root server."),
+    ] = None,
 ):
     """Send events that clients on this machine spooled while the server was unreachable."""
+    from callboard.client.sync import SpooledForAnotherServer, TokenWithoutRoot
     from callboard.client.sync import sync as replay
 
-    results = replay(root=root, token=token)
+    try:
+        results = replay(root=root, token=token)
+    except TokenWithoutRoot as exc:
+        console.print(f"[red]--token (or CALLBOARD_TOKEN) without --root: {exc}.[/red]")
+        raise typer.Exit(2) from None
     if not results:
         console.print("Nothing to send: the spool is empty.")
     failed = False
     for path, outcome in results.items():
-        if isinstance(outcome, Exception):
+        if isinstance(outcome, SpooledForAnotherServer):
+            console.print(f"{path.name}: left, {outcome}", highlight=False, soft_wrap=True)
+        elif isinstance(outcome, Exception):
             failed = True
             console.print(f"[red]{path.name}: {outcome}[/red]")
         else:

@@ -1,5 +1,7 @@
 """An in-memory stand-in for the Callboard API, served through `httpx.MockTransport`."""
 
+import contextlib
+import http.server
 import json
 import threading
 
@@ -10,7 +12,9 @@ class FakeServer:
     """Records runs and events like the real server (each (run, seq) once).
 
     `fail_next(n, status)` makes the next n requests fail; `down = True` refuses all;
-    `hold_kind = "train_end"` makes a post with that kind wait until `release` is set.
+    `hold_kind = "train_end"` makes a post with that kind wait until `release` is set;
+    `max_values = n` answers 413 to an events request carrying more than n metric values.
+    `listening(server)` serves it over real HTTP on 127.0.0.1.
     """
 
     def __init__(self):
@@ -23,6 +27,7 @@ class FakeServer:
         self.acknowledged = False
         self.reject_kinds = set()
         self.hold_kind = None
+        self.max_values = None
         self.release = threading.Event()
 
     def fail_next(self, count, status=500, headers=None):
@@ -64,6 +69,9 @@ class FakeServer:
         parts = path.split("/")
         run_id = int(parts[4])
         if parts[-1] == "events":
+            values = sum(len(event.get("metrics") or {}) for event in body["events"])
+            if self.max_values is not None and values > self.max_values:
+                return httpx.Response(413, json={"detail": "too many metric values"})
             if any(event["kind"] == self.hold_kind for event in body["events"]):
                 self.release.wait(10)
             if any(event["kind"] in self.reject_kinds for event in body["events"]):
@@ -80,3 +88,44 @@ class FakeServer:
         if parts[-1] == "heartbeat":
             return httpx.Response(200, json={"status": "running"})
         return httpx.Response(404, json={"detail": "not found"})
+
+
+@contextlib.contextmanager
+def listening(fake):
+    """Serve `fake` over real HTTP on 127.0.0.1; yield its root URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            request = httpx.Request(
+                self.command,
+                f"http://{self.headers['Host']}{self.path}",
+                headers=list(self.headers.items()),
+                content=body,
+            )
+            try:
+                response = fake.handle(request)
+            except httpx.ConnectError:
+                self.close_connection = True
+                return  # no answer at all
+            self.send_response(response.status_code)
+            for name, value in response.headers.items():
+                if name.lower() not in ("content-length", "connection"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(response.content)))
+            self.end_headers()
+            self.wfile.write(response.content)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
