@@ -23,13 +23,36 @@ def epoch_rows(session, run_id):
     return rows
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, CSV Injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell):
+    """`cell`, with a text cell that a spreadsheet would run as a formula prefixed by `'`.
+
+    Numbers stay numbers, negative ones included.
+
+    Example:
+        >>> spreadsheet_safe("=1+2"), spreadsheet_safe(-0.5)
+        ("'=1+2", -0.5)
+    """
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
 def epochs_csv(session, run_id):
-    """CSV text like CSVLogger's: `epoch`, then the metric names sorted; "NA" where missing."""
+    """CSV text like CSVLogger's: `epoch`, then the metric names sorted; "NA" where missing.
+
+    Text cells are quoted (a `;`-separated reader cannot split them) and made
+    `spreadsheet_safe`, so a metric name never runs as a formula.
+    """
     rows = epoch_rows(session, run_id)
     keys = sorted({key for metrics in rows.values() for key in metrics})
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["epoch", *keys])
-    writer.writeheader()
+    writer = csv.writer(out, quoting=csv.QUOTE_NONNUMERIC)
+    writer.writerow([spreadsheet_safe(name) for name in ["epoch", *keys]])
     for epoch in sorted(rows):
-        writer.writerow({"epoch": epoch, **{k: rows[epoch].get(k, "NA") for k in keys}})
+        cells = [epoch, *(rows[epoch].get(key, "NA") for key in keys)]
+        writer.writerow([spreadsheet_safe(cell) for cell in cells])
     return out.getvalue()
