@@ -6,11 +6,11 @@ from urllib.parse import parse_qs
 from sqlalchemy import select
 
 from .ingest import automatic_run_name, create_run, get_or_create_project, ingest_events
-from .models import ENDED_STATUSES, Project, Run
+from .models import ENDED_STATUSES, STOCK_SOURCES, Project, Run
 from .schemas import NAME_PATTERN, EventIn, RunCreate
 from .values import parse_number
 
-NAMED, AUTOMATIC = "keras", "keras-auto"
+NAMED, AUTOMATIC = STOCK_SOURCES
 MAX_EPOCH = 2**31 - 1  # epochs are INTEGER columns
 
 

@@ -5,7 +5,7 @@ import time
 from sqlalchemy import select
 
 from .ingest import add_server_event
-from .models import Run
+from .models import STOCK_SOURCES, Run
 
 
 def mark_silent_runs(session, lost_after_seconds, now=None):
@@ -22,7 +22,7 @@ def mark_silent_runs(session, lost_after_seconds, now=None):
         .with_for_update(skip_locked=True, of=Run)
     ).all()
     for run in silent:
-        if run.source == "keras":
+        if run.source in STOCK_SOURCES:
             run.status = "finished"
             run.ended_at = run.updated_at
         else:

@@ -19,6 +19,8 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 RUN_STATUSES = ("running", "finished", "stopped", "failed", "lost")
 ENDED_STATUSES = ("finished", "stopped", "failed")
+# `Run.source` of runs fed by the stock keras.callbacks.RemoteMonitor: named by `?run=`, or not.
+STOCK_SOURCES = ("keras", "keras-auto")
 
 
 class Base(DeclarativeBase):

@@ -108,13 +108,16 @@ def test_malformed_post_is_422_and_stores_nothing(api):
     assert api.get("/api/v1/runs").json()["total"] == 1
 
 
-def test_silent_stock_run_ends_finished_not_lost(api, settings):
+@pytest.mark.parametrize("query", ["?run=stock", ""], ids=["named", "automatic"])
+def test_silent_stock_run_ends_finished_not_lost(api, settings, query):
     import time
 
     settings.lost_after_seconds = 0.2
-    run_id = post_epoch(api, 0, "?run=stock", loss=0.5)
+    run_id = post_epoch(api, 0, query, loss=0.5)
     deadline = time.monotonic() + 5
     while api.get(f"/api/v1/runs/{run_id}").json()["status"] == "running":
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == "finished"
+    kinds = [e["kind"] for e in api.get(f"/api/v1/runs/{run_id}/events").json()["events"]]
+    assert "lost" not in kinds
