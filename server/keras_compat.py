@@ -5,13 +5,21 @@ from urllib.parse import parse_qs
 
 from sqlalchemy import select
 
-from .ingest import automatic_run_name, create_run, get_or_create_project, ingest_events
+from .ingest import (
+    add_server_event,
+    automatic_run_name,
+    create_run,
+    get_or_create_project,
+    ingest_events,
+)
 from .models import ENDED_STATUSES, STOCK_SOURCES, Project, Run
 from .schemas import NAME_PATTERN, EventIn, RunCreate
+from .stock_runs import StockClient, clash_messages, continued_run
 from .values import parse_number
 
 NAMED, AUTOMATIC = STOCK_SOURCES
 MAX_EPOCH = 2**31 - 1  # epochs are INTEGER columns
+MAX_LIVE_RUNS = 20  # live runs of one name looked at for the one a post continues
 
 
 class BadPost(ValueError):
@@ -75,23 +83,47 @@ def _load_json(text):
         raise BadPost("invalid JSON: nested too deeply") from None
 
 
-def record_epoch(session, epoch, metrics, run_name=None, project="default"):
+def record_epoch(session, epoch, metrics, run_name=None, project="default", client=None):
     """Store one stock-RemoteMonitor epoch; return the run it went to.
 
-    Posts go to the newest stock-fed run of that name (or the newest unnamed
-    one); a new run starts when the epoch counter falls back, or that run ended.
+    Posts go to a live stock-fed run of that name (or an unnamed one) that the
+    same `client` (a `StockClient`) started, as `stock_runs.continued_run`
+    picks it; a new run of that name starts when the epoch counter falls back,
+    the client differs, or the run ended. A run started while another of its
+    name is live gets a warning event, and so does the other.
     """
+    client = client or StockClient()
     project_row = get_or_create_project(session, project)
     session.scalars(select(Project).where(Project.id == project_row.id).with_for_update()).one()
     source = NAMED if run_name else AUTOMATIC
-    query = select(Run).where(Run.project_id == project_row.id, Run.source == source)
+    query = select(Run).where(
+        Run.project_id == project_row.id,
+        Run.source == source,
+        Run.status.not_in(ENDED_STATUSES),
+    )
     if run_name:
         query = query.where(Run.name == run_name)
-    run = session.scalars(query.order_by(Run.id.desc()).limit(1).with_for_update(of=Run)).first()
-    restarted = run is not None and run.last_epoch is not None and epoch <= run.last_epoch
-    if run is None or restarted or run.status in ENDED_STATUSES:
-        spec = RunCreate(name=run_name or automatic_run_name(), project=project)
+    live = session.scalars(
+        query.order_by(Run.id.desc()).limit(MAX_LIVE_RUNS).with_for_update(of=Run)
+    ).all()
+    run = continued_run(live, epoch, client)
+    started = run is None
+    if started:
+        spec = RunCreate(
+            name=run_name or automatic_run_name(), project=project, **client.run_fields()
+        )
         run, _ = create_run(session, spec, source=source)
     event = EventIn(seq=run.last_seq + 1, kind="epoch_end", epoch=epoch, metrics=metrics)
     ingest_events(session, run, [event])
+    if started and live:
+        _warn_clash(session, run, live, run_name, client)
     return run
+
+
+def _warn_clash(session, new_run, live, run_name, client):
+    """Warn in `new_run` and the live run it was kept apart from (the client's own, if any)."""
+    other = next((run for run in live if client.started(run)), live[0])
+    label = f"?run={run_name}" if run_name else "an unnamed run"
+    to_new, to_other = clash_messages(label, new_run, other, client)
+    add_server_event(session, new_run, "warning", {"message": to_new, "other_run": other.id})
+    add_server_event(session, other, "warning", {"message": to_other, "other_run": new_run.id})

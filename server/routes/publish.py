@@ -9,6 +9,7 @@ from ..deps import DatabaseDep, HubDep, Ingester, check_project
 from ..keras_compat import BadPost, parse_epoch_post, record_epoch
 from ..live import RUNS_CHANNEL, run_channel
 from ..schemas import Name
+from ..stock_runs import StockClient
 
 router = APIRouter(tags=["keras compatibility"])
 
@@ -24,8 +25,9 @@ async def publish_epoch_end(
 ):
     """One epoch from `keras.callbacks.RemoteMonitor` (form field or JSON body, NaN allowed).
 
-    `?run=NAME&project=P` names the run; unnamed posts go to an automatic run,
-    and a new run starts when the epoch counter falls back.
+    `?run=NAME&project=P` names the run; unnamed posts go to an automatic run.
+    A new run of that name starts when the epoch counter falls back, or another
+    client (address, User-Agent) posts under the same name (see `stock_runs`).
     """
     check_project(principal, project)
     body = await request.body()
@@ -33,13 +35,16 @@ async def publish_epoch_end(
         epoch, metrics = parse_epoch_post(body)
     except BadPost as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
-    run_id = await run_in_threadpool(_store, database, epoch, metrics, run, project)
+    client = StockClient.of(request)
+    run_id = await run_in_threadpool(_store, database, epoch, metrics, run, project, client)
     hub.publish(run_channel(run_id), RUNS_CHANNEL)
     return {"run_id": run_id, "epoch": epoch}
 
 
-def _store(database, epoch, metrics, run_name, project):
+def _store(database, epoch, metrics, run_name, project, client):
     with database.writer() as session:
-        run = record_epoch(session, epoch, metrics, run_name=run_name, project=project)
+        run = record_epoch(
+            session, epoch, metrics, run_name=run_name, project=project, client=client
+        )
         session.commit()
         return run.id

@@ -15,6 +15,7 @@ const LABELS = {
   stop_requested: "stop requested",
   stop_acknowledged: "stop acknowledged",
   lost: "client silent",
+  warning: "warning",
 };
 
 const DESCRIBE = {
@@ -31,6 +32,7 @@ const DESCRIBE = {
   stop_requested: (d) => (d.reason ? `reason: ${d.reason}` : "no reason given"),
   stop_acknowledged: () => "the training saw the request and is stopping",
   lost: (d) => `no news for ${d.silent_seconds ?? "?"} s`,
+  warning: (d) => d.message ?? "",
 };
 
 function describe(event) {

@@ -121,3 +121,103 @@ def test_silent_stock_run_ends_finished_not_lost(api, settings, query):
     assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == "finished"
     kinds = [e["kind"] for e in api.get(f"/api/v1/runs/{run_id}/events").json()["events"]]
     assert "lost" not in kinds
+
+
+def test_restarted_training_stays_in_its_new_run_past_the_old_runs_last_epoch(api):
+    old = {post_epoch(api, epoch, "?run=restart", loss=1.0) for epoch in range(3)}
+    new = {post_epoch(api, epoch, "?run=restart", loss=2.0) for epoch in range(6)}
+    assert len(old) == len(new) == 1 and old != new
+    (new_id,) = new
+    points = api.get(f"/api/v1/runs/{new_id}/metrics/loss").json()["points"]
+    assert [(p["epoch"], p["value"]) for p in points] == [(e, 2.0) for e in range(6)]
+
+
+def loss_by_run(api, name):
+    """`{run id: [(epoch, loss), ...]}` of every run called `name`, in stored order."""
+    runs = api.get("/api/v1/runs", params={"name": name}).json()["runs"]
+    return {
+        run["id"]: [
+            (p["epoch"], p["value"])
+            for p in api.get(f"/api/v1/runs/{run['id']}/metrics/loss").json()["points"]
+        ]
+        for run in runs
+    }
+
+
+def warnings_of(api, run_id):
+    events = api.get(f"/api/v1/runs/{run_id}/events", params={"kind": "warning"}).json()["events"]
+    return [event["data"] for event in events]
+
+
+def interleave(first, second):
+    """Post two trainings' epochs turn about: `first` and `second` are `(post, epochs)`."""
+    (post_a, epochs_a), (post_b, epochs_b) = first, second
+    for index in range(max(len(epochs_a), len(epochs_b))):
+        for post, epochs in ((post_a, epochs_a), (post_b, epochs_b)):
+            if index < len(epochs):
+                post(epochs[index])
+
+
+def training(api, value, headers=None):
+    """A stock training posting `loss = value + epoch` under `?run=shared`."""
+    return lambda epoch: post_epoch(
+        api, epoch, "?run=shared", headers=headers, loss=float(value + epoch)
+    )
+
+
+@pytest.mark.parametrize("differs", ["user_agent", "address"])
+def test_concurrent_trainings_from_two_clients_get_a_run_each(api, differs):
+    from fastapi.testclient import TestClient
+
+    if differs == "user_agent":
+        first = training(api, 100, headers={"User-Agent": "python-requests/2.31.0"})
+        second = training(api, 200, headers={"User-Agent": "python-requests/2.34.0"})
+    else:
+        elsewhere = TestClient(api.app, client=("10.1.2.3", 50000))
+        first, second = training(api, 100), training(elsewhere, 200)
+    interleave((first, list(range(10))), (second, list(range(10))))
+    runs = loss_by_run(api, "shared")
+    assert sorted(runs.values()) == [
+        [(e, 100.0 + e) for e in range(10)],
+        [(e, 200.0 + e) for e in range(10)],
+    ]
+    for run_id in runs:
+        (warning,) = warnings_of(api, run_id)
+        assert "another training posts as ?run=shared" in warning["message"]
+        assert warning["other_run"] in runs and warning["other_run"] != run_id
+
+
+def test_second_training_from_the_same_machine_is_kept_apart_by_its_epochs(api):
+    first, second = training(api, 100), training(api, 200)
+    for epoch in range(3):
+        first(epoch)
+    interleave((second, list(range(7))), (first, list(range(3, 10))))
+    runs = loss_by_run(api, "shared")
+    assert sorted(runs.values()) == [
+        [(e, 100.0 + e) for e in range(10)],
+        [(e, 200.0 + e) for e in range(7)],
+    ]
+    for run_id in runs:
+        (warning,) = warnings_of(api, run_id)
+        assert "a restart, or a second training" in warning["message"]
+
+
+def test_trainings_in_lockstep_from_one_machine_are_warned_about(api):
+    # Same address, same User-Agent, same epochs: nothing tells them apart (README).
+    interleave((training(api, 100), list(range(5))), (training(api, 200), list(range(5))))
+    runs = loss_by_run(api, "shared")
+    assert len(runs) == 2
+    for points in runs.values():
+        assert [epoch for epoch, _ in points] == list(range(5))
+    for run_id in runs:
+        (warning,) = warnings_of(api, run_id)
+        assert "?run=shared" in warning["message"]
+    limit = [w["message"] for run_id in runs for w in warnings_of(api, run_id)]
+    assert any("cannot be told apart" in message for message in limit)
+
+
+def test_stock_run_records_its_client(api):
+    run_id = post_epoch(api, 0, "?run=who", headers={"User-Agent": "python-requests/2.34.0"})
+    run = api.get(f"/api/v1/runs/{run_id}").json()
+    assert run["host"] == "testclient"
+    assert run["versions"] == {"user_agent": "python-requests/2.34.0"}
