@@ -93,6 +93,8 @@ class ServerApi:
         self._client = client
         self._client_lock = threading.Lock()
         self.headers = all_headers
+        self.max_events_per_request = MAX_EVENTS_PER_REQUEST  # both shrink after a 413
+        self.max_values_per_request = MAX_VALUES_PER_REQUEST
 
     @property
     def client(self):
@@ -139,12 +141,16 @@ class ServerApi:
         """Post `events` in order, in as many requests as the server's limits need.
 
         An event the server refuses is skipped and passed to `on_refused(event,
-        error)`; a request refused as too large is split in halves until it fits.
+        error)`. A request refused as too large (413) halves this client's request
+        limits, for it and every later request, and is sent again in smaller ones.
         Raises `DeliveryFailed` when the server can't take them now (sending
         them again is harmless: the server stores each (run, seq) once).
         """
-        for chunk in request_chunks(events):
+        for chunk in self._chunks(events):
             self._send_chunk(run_id, chunk, on_refused)
+
+    def _chunks(self, events):
+        return request_chunks(events, self.max_events_per_request, self.max_values_per_request)
 
     def _send_chunk(self, run_id, events, on_refused):
         try:
@@ -154,12 +160,18 @@ class ServerApi:
                 on_refused(events[0], exc)
                 return
             if isinstance(exc, TooLarge):
-                half = len(events) // 2
-                parts = [events[:half], events[half:]]
+                self._shrink_limits(events)
+                parts = self._chunks(events)
             else:  # find the event it refuses; send the others
                 parts = [[event] for event in events]
             for part in parts:
                 self._send_chunk(run_id, part, on_refused)
+
+    def _shrink_limits(self, refused):
+        values = sum(len(event.get("metrics") or ()) for event in refused)
+        self.max_events_per_request = max(1, min(self.max_events_per_request, len(refused) // 2))
+        if values > 1:
+            self.max_values_per_request = max(1, min(self.max_values_per_request, values // 2))
 
     def heartbeat(self, run_id):
         return self._request("POST", f"/api/v1/runs/{run_id}/heartbeat")

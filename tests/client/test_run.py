@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import subprocess
@@ -231,3 +232,117 @@ def test_an_unwritable_spool_loses_nothing_while_the_process_lives(server, tmp_p
     server.down = False
     run.finish()
     assert [e["epoch"] for e in server.stored() if e["kind"] == "epoch_end"] == list(range(5))
+
+
+BAD_NAMES = ("val_" + "x" * 197, "bad\nname")  # 201 characters; a newline
+
+
+def test_a_bad_metric_name_is_dropped_alone_with_one_warning_naming_it(api):
+    run = Run(root="http://testserver", name="bad-names", client=api)
+    with pytest.warns(RuntimeWarning, match="dropped metrics") as caught, run:
+        for epoch in range(3):
+            run.log({"loss": 1.0 / (epoch + 1), **dict.fromkeys(BAD_NAMES, 2.0)}, epoch=epoch)
+    dropped = [str(w.message) for w in caught if "dropped metrics" in str(w.message)]
+    assert len(dropped) == 1
+    assert BAD_NAMES[0][:40] in dropped[0] and repr(BAD_NAMES[1]) in dropped[0]
+    deadline = time.monotonic() + 10  # a slow answer at finish is delivered in the background
+    while len(points := stored_points(api, run, "loss")) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert [point["value"] for point in points] == [1.0, 0.5, 1.0 / 3]
+
+
+def stored_points(api, run, key):
+    """The points of `run`'s metric `key` stored on the server so far."""
+    answer = api.get(f"/api/v1/runs/{run.id}/metrics/{key}")
+    return answer.json()["points"] if answer.status_code == 200 else []
+
+
+def test_metric_names_follow_the_servers_rule_exactly():
+    from callboard.client._values import MAX_METRIC_NAME_LENGTH, metric_name_problem
+    from callboard.server.schemas import MAX_KEY_LENGTH, EventIn
+
+    assert MAX_METRIC_NAME_LENGTH == MAX_KEY_LENGTH
+    for name in ["loss", "x" * 200, "x" * 201, "", "a\tb", "a\x1fb", "a\x7fb", "ü/µ"]:
+        try:
+            EventIn(seq=1, kind="epoch_end", metrics={name: 1.0})
+            server_takes = True
+        except ValueError:
+            server_takes = False
+        assert (metric_name_problem(name) is None) == server_takes, name
+
+
+def test_no_request_carries_more_than_10000_metric_values(server):
+    run = make_run(server).start()
+    run.flush(5)
+    wide = {f"m{i}": float(i) for i in range(1000)}
+    for step in range(25):
+        run.log_event("batch_end", step=step, metrics=wide, urgent=False)
+    run.finish()
+    sizes = [
+        sum(len(e["metrics"]) for e in json.loads(r.content)["events"])
+        for r in server.requests
+        if r.url.path.endswith("/events")
+    ]
+    assert max(sizes) <= 10_000
+    assert [e["step"] for e in server.stored() if e["kind"] == "batch_end"] == list(range(25))
+
+
+def test_a_request_refused_as_too_large_is_split_and_later_ones_stay_small(server, _spool_dir):
+    server.max_values = 2_500  # e.g. a proxy stricter than Callboard
+    run = make_run(server).start()
+    run.flush(5)
+    wide = {f"m{i}": float(i) for i in range(1000)}
+    for step in range(25):
+        run.log_event("batch_end", step=step, metrics=wide, urgent=False)
+    server.down = True  # what is spooled meanwhile goes through the same split
+    run.log_event("batch_end", step=25, metrics=wide)
+    run.flush(5)
+    server.down = False
+    run.finish()
+    assert [e["step"] for e in server.stored() if e["kind"] == "batch_end"] == list(range(26))
+    assert server.stored()[-1]["kind"] == "train_end"
+    assert not spool_files(_spool_dir)
+    posts = [r for r in server.requests if r.url.path.endswith("/events")]
+    assert len(posts) < 26  # not one request per event once it knows what fits
+
+
+def test_at_finish_the_warning_says_where_undelivered_events_wait(server, _spool_dir):
+    run = make_run(server).start()
+    run.flush(5)
+    server.down = True
+    with pytest.warns(RuntimeWarning) as caught:
+        run.log({"loss": 1.0}, epoch=0)
+        run.finish()
+    [path] = spool_files(_spool_dir)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "sent when it answers" in m]
+    [left] = [m for m in messages if str(path) in m]
+    assert "callboard sync --root http://callboard.test" in left
+
+
+EXIT_UNREACHABLE_SCRIPT = """
+from callboard.client import Run
+from tests.client.fake_server import FakeServer
+
+server = FakeServer()
+run = Run(root="http://callboard.test", client=server.client(), flush_timeout=1).start()
+run.flush(5)
+server.down = True
+run.log({"loss": 1.0}, epoch=0)
+# the process ends here without run.finish()
+"""
+
+
+def test_a_process_exiting_with_the_server_down_says_where_its_events_wait(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_UNREACHABLE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CALLBOARD_SPOOL_DIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    [path] = spool_files(tmp_path)
+    assert str(path) in done.stderr
+    assert "callboard sync --root http://callboard.test" in done.stderr

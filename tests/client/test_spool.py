@@ -1,4 +1,9 @@
-"""The spool when the disk refuses it: events wait in memory, in order, never raising."""
+"""The spool: private files, a lock on every OS, and a refusing disk never raising."""
+
+import os
+import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -77,3 +82,50 @@ def test_a_refused_removal_keeps_every_undelivered_event(tmp_path, monkeypatch):
     spool.discard(3)  # the file keeps 1 and 2: sent again, stored once by the server
     monkeypatch.undo()
     assert seqs(spool.read()) == [1, 2, 4]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_spool_files_and_folders_are_private_even_under_a_permissive_umask(tmp_path):
+    previous = os.umask(0)
+    try:
+        spool = Spool(tmp_path / "cache" / "spool", "run", {"root": "r"})
+        spool.append(events(1, 3))
+        with spool._lock():  # the lock file exists while the lock is held
+            lock_mode = stat.S_IMODE(spool.path.with_suffix(".lock").stat().st_mode)
+        spool.read()
+        spool.discard(1)  # rewrites the file through a temporary one
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(spool.path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(spool.path.stat().st_mode) == 0o600
+    assert lock_mode == 0o600
+    assert seqs(read_spool_file(spool.path)[1]) == [2, 3]
+
+
+WITHOUT_FCNTL = """
+import sys, warnings
+sys.modules["fcntl"] = None  # as on Windows: `import fcntl` fails
+warnings.simplefilter("ignore")  # filelock: "only soft file lock is available"
+from callboard.client import Run
+from callboard.client.sync import sync
+from tests.client.fake_server import FakeServer
+
+server = FakeServer()
+server.down = True
+with Run(root="http://callboard.test", client=server.client(), flush_timeout=1) as run:
+    run.log({"loss": 0.5}, epoch=0)
+server.down = False
+print(list(sync(client=server.client()).values()), [e["kind"] for e in server.stored()])
+"""
+
+
+def test_the_client_imports_and_spools_without_fcntl(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FCNTL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CALLBOARD_SPOOL_DIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[3] ['train_begin', 'epoch_end', 'train_end']" in done.stdout
