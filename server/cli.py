@@ -71,6 +71,7 @@ def serve(
     import uvicorn
 
     from .main import create_app
+    from .serving import uvicorn_options
 
     settings = settings_for(db)
     if not is_loopback(host) and not _any_tokens(settings):
@@ -100,6 +101,7 @@ def serve(
         port=port,
         timeout_graceful_shutdown=3,
         access_log=access_log,
+        **uvicorn_options(settings),
     )
 
 

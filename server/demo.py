@@ -13,6 +13,7 @@ def start_server_thread(settings, host, port):
     import uvicorn
 
     from .main import create_app
+    from .serving import uvicorn_options
 
     config = uvicorn.Config(
         create_app(settings),
@@ -20,6 +21,7 @@ def start_server_thread(settings, host, port):
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=1,
+        **uvicorn_options(settings),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="callboard-server", daemon=True)

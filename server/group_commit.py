@@ -9,6 +9,10 @@ committed. A piece that raises is rolled back to its savepoint and gets its
 exception; the others still commit. If the commit itself fails, every request
 of the group gets that error and nothing of the group is stored.
 
+A large request must not hold the writer while others wait: `run_in_turns`
+stores it in slices of about `TURN_SIZE`, each queued only once the one before
+has committed, so other requests' work joins the groups in between.
+
 Savepoints are sent straight to the driver (SQLAlchemy's cost more than a
 small piece of work), so work must write through the connection, not through
 ORM objects.
@@ -16,11 +20,36 @@ ORM objects.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import threading
 
 log = logging.getLogger("callboard.server.writer")
+# Work per turn of a large request (in the caller's measure, e.g. metric values):
+# about a tenth of a second of writing, so others wait at most about that long.
+TURN_SIZE = 5_000
+
+
+def in_turns(items, size_of, limit=TURN_SIZE):
+    """`items` cut into consecutive `(slice, size)` pairs of at most `limit` each.
+
+    An item larger than `limit` makes a slice alone; no items make one empty slice.
+
+    Example:
+        >>> list(in_turns([3, 3, 3, 9], size_of=int, limit=6))
+        [([3, 3], 6), ([3], 3), ([9], 9)]
+    """
+    turn, total = [], 0
+    for item in items:
+        size = size_of(item)
+        if turn and total + size > limit:
+            yield turn, total
+            turn, total = [], 0
+        turn.append(item)
+        total += size
+    if turn or total == 0:
+        yield turn, total
 
 
 class _Job:
@@ -92,6 +121,18 @@ class GroupCommit:
         future = loop.create_future()
         self._queue.put(_Job(work, order, size, loop, future))
         return await future
+
+    async def run_in_turns(self, work, turns, order=0):
+        """Run `work(connection, part)` for each `(part, size)` of `turns`, one group each.
+
+        Each part is queued once the one before has committed, so a large
+        request (cut with `in_turns`) takes turns with everyone else's work.
+        Parts committed before a failure stay committed; return the results.
+        """
+        return [
+            await self.run(functools.partial(work, part=part), order=order, size=max(size, 1))
+            for part, size in turns
+        ]
 
     def _serve(self):
         try:

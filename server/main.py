@@ -5,6 +5,7 @@ import contextlib
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
@@ -15,7 +16,13 @@ from .db import Database
 from .group_commit import GroupCommit
 from .lifecycle import mark_silent_runs
 from .live import RUNS_CHANNEL, make_hub, run_channel
-from .middleware import BodySizeLimit, SecurityHeaders
+from .middleware import (
+    DATABASE_BUSY,
+    BodySizeLimit,
+    CrossSiteGuard,
+    HostAllowList,
+    SecurityHeaders,
+)
 from .rate_limit import RateLimiter
 from .routes import (
     control,
@@ -29,6 +36,7 @@ from .routes import (
     stream,
     tokens,
 )
+from .schemas import validation_error_answer
 from .settings import Settings
 
 log = logging.getLogger("callboard.server")
@@ -76,7 +84,7 @@ async def lifespan(app):
 async def _database_busy(request: Request, exc: OperationalError):
     log.warning("database unavailable: %s", exc)
     return JSONResponse(
-        {"detail": "database busy or unavailable, retry shortly"},
+        {"detail": DATABASE_BUSY},
         status_code=503,
         headers={"Retry-After": "1"},
     )
@@ -104,7 +112,11 @@ def create_app(settings=None):
     app.state.hub = make_hub(settings.database_url)
     app.state.rate_limiter = RateLimiter(settings.ingest_rate_per_second, settings.ingest_burst)
     app.add_exception_handler(OperationalError, _database_busy)
+    app.add_exception_handler(RequestValidationError, validation_error_answer)
+    # The last added runs first: headers on every answer, then Host, cross-site, size.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CrossSiteGuard)
+    app.add_middleware(HostAllowList, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(SecurityHeaders)
     # Routers are matched in order: the hottest (event ingest) first.
     for module in (events, runs, metrics, control, stream, tokens, health, sparklines, extremes):

@@ -1,6 +1,25 @@
-"""HTTP hardening: a body-size limit and security headers on every response."""
+"""HTTP hardening: security headers, a body-size limit, cross-site writes and Host names.
+
+Cross-site writes (CSRF against open mode or a signed-in browser): a POST, PUT,
+PATCH or DELETE that a browser says comes from another site is refused with
+403, whatever its body (`cross_site_reason`). Browsers send `Sec-Fetch-Site`
+or `Origin` on such requests and scripts cannot forge them; clients that send
+neither (the training client, the stock Keras RemoteMonitor, curl) are not
+browsers another site can drive, and are let in.
+
+Host names (DNS rebinding: another site's name resolving to 127.0.0.1): with no
+token the server answers only `localhost`, `127.0.0.1` and `[::1]`, unless
+`CALLBOARD_ALLOWED_HOSTS` names more (`HostAllowList`).
+"""
 
 import json
+from urllib.parse import urlsplit
+
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+
+from .auth import NotCached
 
 STRICT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -72,16 +91,143 @@ class BodySizeLimit:
             await self._too_large(send)
 
     async def _too_large(self, send):
-        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_detail(send, 413, f"request body over {self.max_bytes} bytes")
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CROSS_SITE = "refused: this {method} came from another site ({reason}), a CSRF attempt"
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+DATABASE_BUSY = "database busy or unavailable, retry shortly"
+
+
+async def send_detail(send, status, detail, headers=()):
+    """Answer `{"detail": detail}` with `status` straight from a middleware."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})
+
+
+def cross_site_reason(headers):
+    """Why a browser says this request comes from another site, or None.
+
+    `Sec-Fetch-Site` decides when present (`same-origin` and `none` pass; the
+    server's own pages send `Origin: null` under its `no-referrer` policy).
+    Without it, an `Origin` (or else a `Referer`) must name this Host.
+
+    Example:
+        >>> cross_site_reason({"host": "127.0.0.1:8000", "origin": "http://evil.example"})
+        'Origin http://evil.example'
+        >>> cross_site_reason({"host": "127.0.0.1:8000"}) is None
+        True
+    """
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        if fetch_site.lower() in ("cross-site", "same-site"):
+            return f"Sec-Fetch-Site: {fetch_site}"
+        return None
+    for name in ("origin", "referer"):
+        origin = headers.get(name)
+        if origin is None:
+            continue
+        if origin == "null" or urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
+            return f"{name.title()} {origin[:100]}"
+        return None
+    return None
+
+
+class CrossSiteGuard:
+    """Answers 403 to state-changing requests a browser sent from another site."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in UNSAFE_METHODS:
+            reason = cross_site_reason(Headers(scope=scope))
+            if reason is not None:
+                detail = CROSS_SITE.format(method=scope["method"], reason=reason)
+                return await send_detail(send, 403, detail)
+        return await self.app(scope, receive, send)
+
+
+def host_name(host):
+    """The name in a Host header, lower-case, without its port.
+
+    Example:
+        >>> host_name("LocalHost:8000"), host_name("[::1]:8000"), host_name("example.org.")
+        ('localhost', '[::1]', 'example.org')
+    """
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    return host.partition(":")[0].rstrip(".")
+
+
+def parse_allowed_hosts(value):
+    """`CALLBOARD_ALLOWED_HOSTS` as a tuple of names, or None when unset."""
+    if value is None or not value.strip():
+        return None
+    return tuple(host_name(item) if item.strip() != "*" else "*" for item in value.split(","))
+
+
+def host_allowed(host, allowed):
+    """True if Host name `host` matches an entry of `allowed` (`*`, `.domain`, or a name)."""
+    for entry in allowed:
+        if entry == "*" or host == entry:
+            return True
+        if entry.startswith(".") and (host.endswith(entry) or host == entry[1:]):
+            return True
+    return False
+
+
+async def in_open_mode(app):
+    """`TokenStore.open_mode()`, from the token cache on the event loop when it can."""
+    tokens = app.state.tokens
+    try:
+        with tokens.cached_only():
+            return tokens.open_mode()
+    except NotCached:
+        return await run_in_threadpool(tokens.open_mode)
+
+
+class HostAllowList:
+    """Serves only allowed Host names: loopback ones while open, any once tokens exist.
+
+    `allowed_hosts` (the setting) lists more names; set, only loopback names
+    and those are served, tokens or not.
+    """
+
+    def __init__(self, app, allowed_hosts=None):
+        self.app = app
+        self.allowed = parse_allowed_hosts(allowed_hosts)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = host_name(Headers(scope=scope).get("host", ""))
+        if host in LOOPBACK_HOSTS or (self.allowed and host_allowed(host, self.allowed)):
+            return await self.app(scope, receive, send)
+        if self.allowed is None:
+            try:
+                if not await in_open_mode(scope["app"]):
+                    return await self.app(scope, receive, send)
+            except OperationalError:
+                return await send_detail(send, 503, DATABASE_BUSY, [(b"retry-after", b"1")])
+            detail = (
+                f"Host {host[:100]!r} is not served: with no API token this server answers "
+                "only localhost, 127.0.0.1 and [::1] (against DNS rebinding). Create a token, "
+                "or name this host in CALLBOARD_ALLOWED_HOSTS."
+            )
+        else:
+            detail = f"Host {host[:100]!r} is not in CALLBOARD_ALLOWED_HOSTS"
+        return await send_detail(send, 400, detail)

@@ -8,6 +8,10 @@ DEFAULT_DATABASE_URL = "sqlite:///callboard.db"
 class Settings(BaseSettings):
     """Everything the server can be told; each field also reads `CALLBOARD_<NAME>`.
 
+    `allowed_hosts` is a comma-separated list of Host names the server answers
+    (`*`: any; `.example.org`: that domain and its subdomains). Unset, a server
+    with no token answers only loopback names and one with tokens answers any.
+
     Example:
         >>> Settings(database_url="sqlite:///runs.db").database_url
         'sqlite:///runs.db'
@@ -22,8 +26,13 @@ class Settings(BaseSettings):
     stream_keepalive_seconds: float = 15.0
     default_max_points: int = 2000
     max_body_bytes: int = 8 * 1024 * 1024
+    max_values_per_request: int = 50_000
     ingest_rate_per_second: float = 100.0
     ingest_burst: int = 300
     session_days: float = 7.0
     # Never serve open mode (anonymous = admin); `serve` sets it on a non-loopback bind.
     require_tokens: bool = False
+    allowed_hosts: str | None = None
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 20.0
+    max_connections: int = 1000

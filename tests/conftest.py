@@ -23,6 +23,12 @@ def _spool_dir(tmp_path, monkeypatch):
     return tmp_path / "spool"
 
 
+@pytest.fixture(autouse=True)
+def _test_client_host(monkeypatch):
+    """Serve the Host name TestClient uses ("testserver") besides the loopback ones."""
+    monkeypatch.setenv("CALLBOARD_ALLOWED_HOSTS", "testserver")
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A fresh PostgreSQL database for this test session, dropped at the end."""

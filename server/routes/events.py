@@ -1,11 +1,13 @@
 """Events of a run: batched ingest (exactly once per seq) and listing."""
 
+from operator import attrgetter
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import select
 
 from ..deps import Reader, RunDep, SessionDep
+from ..group_commit import in_turns
 from ..ingest import RunNotFound, store_events
 from ..lean import authorize, documented_input, json_answer, json_body, row_id
 from ..live import RUNS_CHANNEL, run_channel
@@ -27,19 +29,43 @@ async def post_events(request: Request):
     principal = await authorize(request, "ingest")
     run_id = row_id(request)
     events = (await json_body(request, EventBatch)).events
-
-    def work(connection):
-        return store_events(connection, run_id, events, visible=principal.sees_project)
-
     state = request.app.state
+    limit_values(events, state.settings.max_values_per_request)
+
+    def work(connection, part):
+        return store_events(connection, run_id, part, visible=principal.sees_project)
+
+    # A large batch is stored in turns with other requests, in seq order (retries skip
+    # what a failed turn left stored).
+    turns = in_turns(sorted(events, key=attrgetter("seq")), size_of=values_in)
     try:
-        stored = await state.writer.run(work, order=run_id, size=len(events) or 1)
+        stored = await state.writer.run_in_turns(work, turns, order=run_id)
     except RunNotFound:
         raise HTTPException(status_code=404, detail=f"run {run_id} not found") from None
     state.hub.publish(run_channel(run_id), RUNS_CHANNEL)
     return json_answer(
-        {"accepted": stored.accepted, "duplicates": stored.duplicates, "status": stored.status}
+        {
+            "accepted": sum(part.accepted for part in stored),
+            "duplicates": sum(part.duplicates for part in stored),
+            "status": stored[-1].status,
+        }
     )
+
+
+def values_in(event):
+    """An event's weight for the writer: its metric values (at least 1)."""
+    return max(1, len(event.metrics))
+
+
+def limit_values(events, limit):
+    """413 when `events` hold more than `limit` metric values in all."""
+    count = sum(len(event.metrics) for event in events)
+    if count > limit:
+        raise HTTPException(
+            status_code=413,
+            detail=f"{count} metric values in one request, over this server's limit of {limit} "
+            "(CALLBOARD_MAX_VALUES_PER_REQUEST): split the batch into smaller requests",
+        )
 
 
 @router.get("")

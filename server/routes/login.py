@@ -7,11 +7,10 @@ cookie need the session's CSRF token (`X-CSRF-Token`, or the `csrf` field of
 the sign-out form).
 
 Login CSRF (a site signing your browser in as someone else): a POST /login
-whose `Origin` (or, without one, `Referer`) names another host, or `null`, is
-refused. The login page sets `<meta name="referrer" content="same-origin">`
-(over the server-wide `no-referrer`) so that its own form sends a real `Origin`.
-Clients that send neither header (curl, scripts) are not browsers another site
-can drive, and are let in.
+from another site is refused (403) like every cross-site write, by
+`middleware.CrossSiteGuard`. The login page sets
+`<meta name="referrer" content="same-origin">` (over the server-wide
+`no-referrer`) so that its own form sends a real `Origin`.
 
 Failed sign-ins are limited per client address: a burst of `LOGIN_BURST`, then
 one more every `LOGIN_REFILL_SECONDS`.
@@ -47,7 +46,6 @@ INGEST_ONLY = (
     "That is an ingest token: it can send training data but not view the dashboard. "
     "Sign in with a read, control or admin token."
 )
-OTHER_SITE = "This sign-in form was sent from another site, so it was refused."
 
 
 def safe_next(value):
@@ -146,16 +144,6 @@ def client_address(request):
     return request.client.host if request.client else "unknown"
 
 
-def from_this_site(request):
-    """False when the browser says the form was posted from another origin."""
-    origin = request.headers.get("origin") or request.headers.get("referer")
-    if origin is None:
-        return True
-    if origin == "null":
-        return False
-    return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()
-
-
 async def form_fields(request):
     """The urlencoded form of a small POST, as `{name: last value}`."""
     body = await request.body()
@@ -212,8 +200,6 @@ async def login(request: Request, tokens: TokensDep, database: DatabaseDep, sett
     """Check the token from the form; on success set the session cookie and go to `next`."""
     fields = await form_fields(request)
     next_path = safe_next(fields.get("next", "/"))
-    if not from_this_site(request):
-        return login_form(request, next_path, OTHER_SITE, 403)
     throttle = throttle_of(request.app)
     address = client_address(request)
     wait = throttle.wait(address)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from callboard.server.db import Database
-from callboard.server.group_commit import GroupCommit
+from callboard.server.group_commit import GroupCommit, in_turns
 from callboard.server.ingest import RunNotFound, create_run, store_events
 from callboard.server.models import Event, MetricPoint, MetricRollup, Run
 from callboard.server.schemas import EventIn, RunCreate
@@ -229,3 +229,42 @@ def test_a_real_server_stores_concurrent_clients_and_their_retries_once(server_f
             points = http.get(f"/api/v1/runs/{run_id}/metrics/loss").json()["points"]
             assert [point["step"] for point in points] == list(range(30))
             assert http.get(f"/api/v1/runs/{run_id}").json()["epochs_done"] == 30
+
+
+def test_a_large_request_takes_turns_with_other_requests(writer):
+    """Work queued while a large request is being written runs before the request's last turn."""
+    done = []
+    first_turn, release = threading.Event(), threading.Event()
+
+    def large(connection, part):
+        if part == [0]:
+            first_turn.set()
+            release.wait(10)
+        done.append(("large", part))
+        return part
+
+    def small(connection):
+        done.append(("small",))
+        return "small"
+
+    async def scenario():
+        turns = [([0], 1), ([1], 1), ([2], 1)]
+        large_request = asyncio.ensure_future(writer.run_in_turns(large, turns, order=1))
+        while not first_turn.is_set():
+            await asyncio.sleep(0.001)
+        small_request = asyncio.ensure_future(writer.run(small, order=2))
+        await asyncio.sleep(0)  # the small request's job is now queued
+        release.set()
+        return await large_request, await small_request
+
+    assert asyncio.run(scenario()) == ([[0], [1], [2]], "small")
+    assert done.index(("small",)) < done.index(("large", [2])), done
+
+
+def test_in_turns_cuts_by_size():
+    assert list(in_turns([], size_of=len)) == [([], 0)]
+    assert list(in_turns(["ab", "c", "defg", "h"], size_of=len, limit=3)) == [
+        (["ab", "c"], 3),
+        (["defg"], 4),
+        (["h"], 1),
+    ]
