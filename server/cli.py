@@ -7,27 +7,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .settings import Settings
+from .cli_db import DbOption, announce_database, database_url, db_app, open_database, settings_for
+from .cli_tokens import token_app
 
 app = typer.Typer(
     help="Callboard: live dashboard and remote control for Keras training.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-token_app = typer.Typer(help="API tokens (ingest, read, control, admin).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 console = Console()
-
-DbOption = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URL (else CALLBOARD_DATABASE_URL, else ./callboard.db)."),
-]
-
-
-def settings_for(db):
-    return Settings(database_url=db) if db else Settings()
 
 
 def is_loopback(host):
@@ -42,10 +32,35 @@ def is_loopback(host):
         return False
 
 
+def refuse_busy_port(host, port):
+    """Exit with one line (and a --port hint) if this process could not listen on host:port."""
+    import errno
+    import socket
+    import sys
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            if sys.platform != "win32":  # as uvicorn binds: a port left in TIME_WAIT is free
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        busy = exc.errno == errno.EADDRINUSE
+        reason = "the port is in use (another server?)" if busy else exc.strerror or str(exc)
+        console.print(
+            f"[red]Cannot listen on {host}:{port}: {reason}.[/red] "
+            "Pick another port with --port N.",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+
+
 def _any_tokens(settings):
     from .auth import TokenStore
 
-    database = _open_database(settings.database_url)
+    database = open_database(settings.database_url)
     try:
         return TokenStore(database).any_tokens()
     finally:
@@ -74,6 +89,8 @@ def serve(
     from .serving import uvicorn_options
 
     settings = settings_for(db)
+    refuse_busy_port(host, port)
+    announce_database(settings.database_url, creates=True)
     if not is_loopback(host) and not _any_tokens(settings):
         if not insecure:
             console.print(
@@ -89,7 +106,7 @@ def serve(
         )
     # A public bind without --insecure never serves open mode, even once every token is revoked.
     settings.require_tokens = settings.require_tokens or not (insecure or is_loopback(host))
-    console.print(f"Callboard on http://{host}:{port}  (database: {settings.database_url})")
+    console.print(f"Callboard on http://{host}:{port}")
     web_app = create_app(settings)
     # What exists now (modules, the app) lives as long as the process: leaving it out
     # of the collector's full passes keeps them short under load.
@@ -106,13 +123,8 @@ def serve(
 
 
 def _open_database(db):
-    from . import migrate
-    from .db import Database
-
-    settings = settings_for(db)
-    if not settings.skip_migrations:
-        migrate.upgrade(settings.database_url)
-    return Database(settings.database_url)
+    """The database of a command that reads or changes runs: it must exist already."""
+    return open_database(database_url(db))
 
 
 def _find_run(session, run):
@@ -246,7 +258,10 @@ def sync(
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port of the demo server.")] = 8000,
-    epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 30,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Epochs to train (default: until you press Stop, or Ctrl-C)."),
+    ] = None,
     db: DbOption = None,
     root: Annotated[
         str | None, typer.Option(help="Train against this running server instead of starting one.")
@@ -255,140 +270,15 @@ def demo(
         bool, typer.Option("--keep-serving/--exit", help="Keep the server up after training.")
     ] = True,
 ):
-    """Start a server and train a small real Keras model against it, live."""
-    from .demo import run_demo
+    """Start a server and train a small real Keras model against it, live, until you Stop it."""
+    from .demo import DemoServerFailed, run_demo
 
-    run_demo(settings_for(db), port=port, epochs=epochs, root=root, keep_serving=keep_serving)
-
-
-@db_app.command("upgrade")
-def db_upgrade(
-    db: DbOption = None,
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
-):
-    """Bring the database schema up to date."""
-    from . import migrate
-
-    url = settings_for(db).database_url
-    migrate.upgrade(url, revision)
-    console.print(f"Database at revision {migrate.current_revision(url)}.")
-
-
-@db_app.command("downgrade")
-def db_downgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision ('base' empties it).")],
-    db: DbOption = None,
-):
-    """Take the database schema back to an older revision."""
-    from . import migrate
-
-    url = settings_for(db).database_url
-    migrate.downgrade(url, revision)
-    console.print(f"Database at revision {migrate.current_revision(url)}.")
-
-
-@db_app.command("copy")
-def db_copy(
-    source: Annotated[
-        str, typer.Option("--from", help="Database to copy from, e.g. sqlite:///callboard.db.")
-    ],
-    target: Annotated[
-        str, typer.Option("--to", help="Empty database to copy into, e.g. postgresql://u@h/db.")
-    ],
-):
-    """Copy every run, event, metric point and token into an empty database (moving up)."""
-    import time
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from .db_copy import CopyMismatch, CopyRefused, copy_database
-
-    started = time.monotonic()
-    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), "rows", TimeElapsedColumn())
+    settings = settings_for(db)
+    if root is None:
+        refuse_busy_port("127.0.0.1", port)
+        announce_database(settings.database_url, creates=True)
     try:
-        with Progress(*columns, console=console) as progress:
-            copied = copy_database(source, target, progress=progress)
-    except (CopyRefused, CopyMismatch) as exc:
-        console.print(f"[red]Nothing copied: {exc}[/red]")
+        run_demo(settings, port=port, epochs=epochs, root=root, keep_serving=keep_serving)
+    except DemoServerFailed as exc:
+        console.print(f"[red]{exc}.[/red] Pick another port with --port N.", soft_wrap=True)
         raise typer.Exit(1) from None
-    summary = ", ".join(f"{count} {table}" for table, count in copied.items())
-    console.print(f"Copied {summary} in {time.monotonic() - started:.1f} s; row counts verified.")
-
-
-@token_app.command("create")
-def token_create(
-    name: Annotated[str, typer.Argument(help="A name for the token, e.g. the machine using it.")],
-    role: Annotated[str, typer.Option(help="ingest, read, control or admin.")] = "ingest",
-    project: Annotated[str | None, typer.Option(help="Limit the token to this project.")] = None,
-    if_none: Annotated[
-        bool, typer.Option("--if-none", help="Only if no token exists yet (a first start).")
-    ] = False,
-    db: DbOption = None,
-):
-    """Create an API token and print it (shown once; it is stored hashed)."""
-    from sqlalchemy import func, select
-    from sqlalchemy.exc import IntegrityError
-
-    from .auth import ROLES, create_token
-    from .models import ApiToken
-
-    if role not in ROLES:
-        console.print(f"[red]--role must be one of {', '.join(ROLES)}[/red]")
-        raise typer.Exit(2)
-    database = _open_database(db)
-    with database.writer() as session:
-        if if_none and session.scalar(select(func.count()).select_from(ApiToken)):
-            typer.echo("Tokens exist already; none created.")
-            return
-        try:
-            _, secret = create_token(session, name, role, project)
-            session.commit()
-        except IntegrityError:
-            console.print(f"[red]A token named {name!r} exists already.[/red]")
-            raise typer.Exit(1) from None
-    scope = f" for project {project!r}" if project else ""
-    typer.echo(f"Created {role} token {name!r}{scope}. It is shown only now: {secret}")
-
-
-@token_app.command("list")
-def token_list(db: DbOption = None):
-    """List tokens (names, roles, projects; never the secrets)."""
-    from sqlalchemy import select
-
-    from .models import ApiToken
-
-    database = _open_database(db)
-    table = Table("id", "name", "role", "project", "starts with", "revoked")
-    with database.reader() as session:
-        for token in session.scalars(select(ApiToken).order_by(ApiToken.id)):
-            table.add_row(
-                str(token.id),
-                token.name,
-                token.role,
-                token.project or "all",
-                token.prefix + "…",
-                "yes" if token.revoked_at else "",
-            )
-    console.print(table)
-
-
-@token_app.command("revoke")
-def token_revoke(
-    name: Annotated[str, typer.Argument(help="The token's name.")], db: DbOption = None
-):
-    """Revoke a token; servers stop accepting it within seconds."""
-    import time
-
-    from sqlalchemy import select
-
-    from .models import ApiToken
-
-    database = _open_database(db)
-    with database.writer() as session:
-        token = session.scalars(select(ApiToken).where(ApiToken.name == name)).one_or_none()
-        if token is None:
-            console.print(f"[red]No token named {name!r}.[/red]")
-            raise typer.Exit(1)
-        token.revoked_at = token.revoked_at or time.time()
-        session.commit()
-    console.print(f"Revoked token {name!r}.")

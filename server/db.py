@@ -1,7 +1,10 @@
 """Engines and sessions: SQLite (WAL, foreign keys) by default, PostgreSQL through psycopg 3."""
 
+import contextlib
 import json
+import os
 import threading
+from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
@@ -19,6 +22,43 @@ def normalize_url(url):
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+def sqlite_file(url):
+    """The file a SQLite URL names, or None (another database, or one in memory).
+
+    Example:
+        >>> str(sqlite_file("sqlite:///runs.db")), sqlite_file("sqlite://")
+        ('runs.db', None)
+    """
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if name.startswith("file:"):  # an SQLite URI (`?uri=true`): in memory or special
+        return None
+    return Path(name)
+
+
+def describe_database(url):
+    """The database a URL names, for people: the SQLite file's full path, else the URL
+    with its password hidden."""
+    path = sqlite_file(url)
+    if path is not None:
+        return f"SQLite file {path.resolve()}"
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_private_sqlite_file(url):
+    """Create a SQLite URL's file, empty and readable by its owner only (0600), if missing.
+
+    SQLite would create it 0644; its -wal and -shm files take the database file's mode.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        return
+    with contextlib.suppress(OSError):  # it exists, or its folder does not (SQLite says so)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 try:
@@ -127,6 +167,7 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         json_options = {"json_serializer": json_dumps, "json_deserializer": json_loads}
         if self.is_sqlite:
+            create_private_sqlite_file(self.url)
             self.engine = create_engine(
                 self.url, connect_args={"check_same_thread": False, "timeout": 10}, **json_options
             )

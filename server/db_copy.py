@@ -11,18 +11,27 @@ to it cannot make the copy inconsistent (what arrives meanwhile is not copied).
 from sqlalchemy import func, select, text
 
 from . import migrate
-from .db import Database, normalize_url
+from .db import Database, normalize_url, sqlite_file
 from .models import Base
 
 CHUNK_ROWS = 5000
 
 
 class CopyRefused(Exception):
-    """The copy cannot start: the target holds data, or is the source itself."""
+    """The copy cannot start: no source, a target holding data, or the source itself."""
 
 
 class CopyMismatch(Exception):
     """After the copy, a table on the target does not hold as many rows as on the source."""
+
+
+def refuse_missing_source(url):
+    """Return `url`, or raise `CopyRefused` if it names a SQLite file that does not exist
+    (opening it would create an empty one and "copy" nothing)."""
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise CopyRefused(f"there is no SQLite database at {path.resolve()} to copy from")
+    return url
 
 
 def copied_tables():
@@ -72,7 +81,8 @@ def copy_database(source_url, target_url, chunk_rows=CHUNK_ROWS, progress=None):
         `{table name: rows copied}`, verified against the target.
 
     Raises:
-        CopyRefused: the target already holds rows, or is the source.
+        CopyRefused: the source is a missing SQLite file, the target already holds rows,
+            or the target is the source.
         CopyMismatch: a table's row count differs after the copy (nothing is kept).
 
     Example:
@@ -80,6 +90,7 @@ def copy_database(source_url, target_url, chunk_rows=CHUNK_ROWS, progress=None):
         copy_database("sqlite:///callboard.db", "postgresql://callboard@db/callboard")
         ```
     """
+    refuse_missing_source(source_url)
     if normalize_url(source_url) == normalize_url(target_url):
         raise CopyRefused("the source and the target are the same database")
     migrate.upgrade(source_url)

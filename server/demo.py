@@ -1,4 +1,8 @@
-"""`callboard demo`: a real (small) Keras training reporting live to a Callboard server."""
+"""`callboard demo`: a real (small) Keras training reporting live to a Callboard server.
+
+It trains until someone presses Stop (or Ctrl-C), so a newcomer has time to open the
+page and try the controls; `--epochs N` trains N epochs instead.
+"""
 
 import threading
 import time
@@ -6,6 +10,12 @@ import time
 from rich.console import Console
 
 console = Console()
+UNTIL_STOPPED = 1_000_000  # epochs: about 10 days at the demo's pace
+SECONDS_BETWEEN_EPOCHS = 0.5
+
+
+class DemoServerFailed(RuntimeError):
+    """The demo's own server did not start listening."""
 
 
 def start_server_thread(settings, host, port):
@@ -29,13 +39,17 @@ def start_server_thread(settings, host, port):
     deadline = time.monotonic() + 30
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the demo server could not start on {host}:{port}")
+            raise DemoServerFailed(f"The demo server could not start on {host}:{port}")
         time.sleep(0.05)
     return server
 
 
-def train_demo_model(root, epochs, run_name="demo"):
-    """Train a small classifier on synthetic data, reporting to `root`; return its History."""
+def train_demo_model(root, epochs=None, run_name="demo"):
+    """Train a small classifier on synthetic data, reporting to `root`; return its History.
+
+    With `epochs=None` it trains until a remote stop (no early stopping); else at most
+    `epochs` epochs, ended early when `val_loss` stops improving.
+    """
     import keras
     import numpy as np
 
@@ -54,44 +68,54 @@ def train_demo_model(root, epochs, run_name="demo"):
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"]
     )
-    slow_down = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: time.sleep(0.5))
+    slow_down = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda *_: time.sleep(SECONDS_BETWEEN_EPOCHS)
+    )
+    callbacks = [
+        RemoteMonitor(
+            root=root,
+            run=run_name,
+            project="demo",
+            batch_frequency=5,
+            config={"optimizer": "adam", "learning_rate": 1e-3, "hidden": 32},
+        ),
+        RemoteStop(),
+        ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, min_lr=1e-6),
+        slow_down,
+    ]
+    if epochs is not None:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=8))
     return model.fit(
         x,
         y,
         validation_split=0.2,
-        epochs=epochs,
+        epochs=UNTIL_STOPPED if epochs is None else epochs,
         batch_size=64,
         verbose=2,
-        callbacks=[
-            RemoteMonitor(
-                root=root,
-                run=run_name,
-                project="demo",
-                batch_frequency=5,
-                config={"optimizer": "adam", "learning_rate": 1e-3, "hidden": 32},
-            ),
-            RemoteStop(),
-            ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3),
-            EarlyStopping(monitor="val_loss", patience=8),
-            slow_down,
-        ],
+        callbacks=callbacks,
     )
 
 
-def run_demo(settings, port=8000, epochs=30, root=None, keep_serving=True):
+def run_demo(settings, port=8000, epochs=None, root=None, keep_serving=True):
+    """Serve on `port` (unless `root` names a running server) and train the demo model."""
     server = None
     if root is None:
         server = start_server_thread(settings, "127.0.0.1", port)
         root = f"http://127.0.0.1:{port}"
-        console.print(
-            f"Callboard is serving [bold]{root}[/bold]  (database {settings.database_url})"
-        )
+        console.print(f"Callboard is serving [bold]{root}[/bold]")
+    length = "until you stop it" if epochs is None else f"for at most {epochs} epochs"
     console.print(
-        f"Training a small Keras model; watch it live at {root}/ "
-        f"and press Stop there (or run `callboard stop demo`)."
+        f"Training a small Keras model {length}: watch it live at {root}/ and press Stop "
+        "there (or run `callboard stop demo`, or press Ctrl-C here).",
+        soft_wrap=True,
     )
-    train_demo_model(root, epochs)
-    console.print(f"Training done. The run is at {root}/  —  REST: {root}/api/v1/runs")
+    try:
+        train_demo_model(root, epochs)
+    except KeyboardInterrupt:
+        console.print("Training interrupted.")
+        keep_serving = False
+    else:
+        console.print(f"Training ended. The run is at {root}/  —  REST: {root}/api/v1/runs")
     if server is None or not keep_serving:
         if server is not None:
             server.should_exit = True

@@ -1,6 +1,8 @@
 import csv
 import io
+import socket
 
+import pytest
 from typer.testing import CliRunner
 
 from callboard.server import migrate
@@ -59,7 +61,7 @@ def test_db_upgrade_runs_stop_and_export(tmp_path):
 
     exported = invoke("export", str(run_id), "--csv", "--db", url)
     assert exported.exit_code == 0
-    rows = list(csv.reader(io.StringIO(exported.output)))
+    rows = list(csv.reader(io.StringIO(exported.stdout)))  # the database line is on stderr
     assert rows == [["epoch", "acc", "loss"], ["0", "nan", "0.5"], ["1", "0.9", "0.25"]]
 
     missing = invoke("stop", "no-such-run", "--db", url)
@@ -87,3 +89,124 @@ def test_token_create_if_none_makes_only_the_first_token(tmp_path):
     assert "none created" in again.output and "cb_" not in again.output
     listed = runner.invoke(app, ["token", "list", "--db", url])
     assert listed.output.count("admin") == 2  # one row: its name and its role
+
+
+# --- ports: one line and a hint, not a traceback ------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_busy_port_says_so_in_one_line(tmp_path, command):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        database = tmp_path / "busy.db"
+        result = invoke(command, "--port", str(port), "--db", f"sqlite:///{database}")
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert f":{port}" in lines[0] and "in use" in lines[0] and "--port" in lines[0]
+    assert not database.exists(), "a server that could not listen created its database"
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+def secret_of(result):
+    assert result.exit_code == 0, result.output
+    return result.stdout.split()[-1]
+
+
+def test_token_revoke_takes_an_id_or_a_name(tmp_path):
+    url = f"sqlite:///{tmp_path / 'revoke.db'}"
+    for name in ("laptop", "gpu-box"):
+        secret_of(invoke("token", "create", name, "--db", url))
+    by_id = invoke("token", "revoke", "2", "--db", url)
+    assert by_id.exit_code == 0, by_id.output
+    assert "Revoked token 2 ('gpu-box'" in by_id.stdout
+    by_name = invoke("token", "revoke", "laptop", "--db", url)
+    assert by_name.exit_code == 0 and "Revoked token 1 ('laptop'" in by_name.stdout
+    listed = invoke("token", "list", "--db", url).stdout
+    assert [line.count("yes") for line in listed.splitlines() if "…" in line] == [1, 1]
+    missing = invoke("token", "revoke", "7", "--db", url)
+    assert missing.exit_code == 1 and "No token with id or name '7'" in missing.output
+
+
+def test_token_create_if_none_counts_only_live_tokens(tmp_path):
+    # After every token is revoked, compose's migrate step must make a new admin token,
+    # else the replicas (on 0.0.0.0) refuse to start.
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    args = ["token", "create", "admin", "--role", "admin", "--if-none", "--db", url]
+    secret_of(invoke(*args))
+    assert invoke("token", "revoke", "admin", "--db", url).exit_code == 0
+    renewed = invoke(*args)
+    assert secret_of(renewed).startswith("cb_")
+    assert "'admin-2'" in renewed.stdout  # the revoked token keeps its name
+    assert "none created" in invoke(*args).stdout
+
+
+def test_token_secret_file_is_private_and_the_secret_is_not_printed(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from callboard.server.main import create_app
+    from callboard.server.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'secret.db'}"
+    secret_file = tmp_path / "admin-token"
+    created = invoke(
+        "token",
+        "create",
+        "admin",
+        "--role",
+        "admin",
+        "--secret-file",
+        str(secret_file),
+        "--db",
+        url,
+    )
+    assert created.exit_code == 0, created.output
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    secret = secret_file.read_text().strip()
+    assert secret.startswith("cb_") and secret not in created.output
+    with TestClient(create_app(Settings(database_url=url))) as api:
+        answer = api.get("/api/v1/runs", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 200
+
+
+# --- which database: said on stderr; a missing SQLite file is refused ---------------------
+
+READERS = [
+    ["runs"],
+    ["stop", "1"],
+    ["export", "1"],
+    ["token", "list"],
+    ["token", "revoke", "1"],
+    ["db", "downgrade", "base"],
+]
+
+
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_commands_refuse_a_sqlite_file_that_does_not_exist(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CALLBOARD_DATABASE_URL", raising=False)
+    result = invoke(*args)
+    assert result.exit_code == 1, result.output
+    assert f"No database at {tmp_path / 'callboard.db'}" in result.stderr
+    assert "--db" in result.stderr and "CALLBOARD_DATABASE_URL" in result.stderr
+    assert not (tmp_path / "callboard.db").exists(), "the command created ./callboard.db"
+
+
+def test_commands_say_which_database_they_use(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CALLBOARD_DATABASE_URL", raising=False)
+    created = invoke("db", "upgrade")
+    assert created.exit_code == 0, created.output
+    assert created.stderr == f"database: SQLite file {tmp_path / 'callboard.db'} (new)\n"
+    for args in (["runs"], ["token", "list"], ["token", "create", "ci"]):
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+        assert result.stderr == f"database: SQLite file {tmp_path / 'callboard.db'}\n", args
+    other = tmp_path / "other.db"
+    monkeypatch.setenv("CALLBOARD_DATABASE_URL", f"sqlite:///{other}")
+    made = invoke("token", "create", "first")  # a container's first start makes its database
+    assert made.exit_code == 0 and f"SQLite file {other} (new)" in made.stderr

@@ -135,6 +135,18 @@ def test_copy_back_from_postgresql_to_sqlite(tmp_path, target_url):
 
 def test_copy_into_itself_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'same.db'}"
+    fill(url)
     result = CliRunner().invoke(cli, ["db", "copy", "--from", url, "--to", url])
     assert result.exit_code == 1
     assert "same database" in result.output
+
+
+def test_copy_from_a_missing_sqlite_file_is_refused(tmp_path):
+    # It used to create the file, copy its nothing and report success.
+    missing, target = tmp_path / "missing.db", tmp_path / "target.db"
+    result = CliRunner().invoke(
+        cli, ["db", "copy", "--from", f"sqlite:///{missing}", "--to", f"sqlite:///{target}"]
+    )
+    assert result.exit_code == 1, result.output
+    assert f"Nothing copied: there is no SQLite database at {missing}" in result.output
+    assert not missing.exists() and not target.exists()
