@@ -132,6 +132,7 @@ class RemoteMonitor(keras.callbacks.Callback):
         # async-safe), in any order, so the step comes from Keras's batch index,
         # not a counter. `batch` is the last of the call's `steps_per_execution`
         # steps. Only a call that passes a multiple of `batch_frequency` reads `logs`.
+        # Never read `self.model` here: on JAX that syncs the trainer's state off-thread.
         done = batch + 1
         if self._epoch_length:
             done = min(done, self._epoch_length)

@@ -58,14 +58,20 @@ class RemoteStop(keras.callbacks.Callback):
         self.stopped_remotely = False
         self._poller = None
         self._named_run_id = None
+        self._trained_model = None
 
     def on_train_begin(self, logs=None):
+        # The polling thread must never read `self.model`: on JAX that property
+        # syncs the trainer's state into the model (`jax_state_sync`), which races
+        # the training step donating those buffers ("Buffer has been deleted or
+        # donated"). The model is taken here, on the training thread, once.
+        self._trained_model = self.model
         api = ServerApi(self.root, headers=self.headers, token=self.token, client=self.client)
         self._poller = StopPoller(api, self._run_id, self._stop, self.interval)
         self._poller.start()
 
     def _run_id(self):
-        run = active_run(self.model)
+        run = active_run(self._trained_model)
         if run is not None:
             self._poller.api = run.api
             return run.id
@@ -80,9 +86,9 @@ class RemoteStop(keras.callbacks.Callback):
         # The run queues its acknowledgement before the flag is set, so it reaches
         # the server ahead of the run's last events.
         self.stopped_remotely = True
-        run = active_run(self.model)
+        run = active_run(self._trained_model)
         acknowledged = run is not None and run.acknowledge_stop()
-        self.model.stop_training = True
+        self._trained_model.stop_training = True
         return acknowledged
 
     def on_train_end(self, logs=None):

@@ -142,3 +142,43 @@ def test_a_remote_stop_ends_fit_from_the_polling_thread_and_acknowledges_first()
     assert sent.count("ack") == 1
     assert sent.index("ack") < next(i for i, kinds in enumerate(sent) if "train_end" in kinds)
     assert server.stored()[-1]["data"] == {"status": "stopped"}
+
+
+def test_callbacks_read_the_model_only_on_the_training_thread(monkeypatch):
+    # On JAX, `Callback.model` syncs the trainer's state into the model; read from
+    # another thread it races the step that donates those buffers, and fit() dies
+    # with "Buffer has been deleted or donated". So no thread of ours may read it.
+    readers = set()
+    model_of = keras.callbacks.Callback.model.fget
+
+    def recording_model(callback):
+        readers.add(threading.current_thread().name)
+        return model_of(callback)
+
+    monkeypatch.setattr(keras.callbacks.Callback, "model", property(recording_model))
+    server = FakeServer()
+    x = keras.random.normal((64, 2))
+
+    def request_stop(batch, logs):
+        if batch == 3:
+            server.stop_requested = True
+        time.sleep(0.01)
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    stopper = RemoteStop(interval=0.02)
+    monitor = RemoteMonitor(root="http://callboard.test", client=server.client(), batch_frequency=2)
+    model.fit(
+        x,
+        x[:, :1],
+        epochs=100,
+        batch_size=4,
+        verbose=0,
+        callbacks=[
+            monitor,
+            stopper,
+            keras.callbacks.LambdaCallback(on_train_batch_end=request_stop),
+        ],
+    )
+    assert stopper.stopped_remotely and "ack" in server.posted_kinds()
+    assert readers == {threading.main_thread().name}

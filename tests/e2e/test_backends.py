@@ -1,77 +1,153 @@
-"""Keras 3 on the PyTorch backend: the same callbacks, against a real server.
+"""Every Callboard callback, on every Keras 3 backend, against a real server.
 
-The backend is chosen before Keras is imported, so the training runs in a
-process of its own. On torch (a thread-safe backend) Keras dispatches batch
-hooks to a thread pool, since RemoteMonitor and RemoteStop are async-safe.
+Keras fixes its backend per process, so each backend trains in a process of its
+own (`backend_training.py`: one `fit()` per scenario, all in that one process).
+On thread-safe backends (JAX, torch) Keras dispatches batch hooks to a thread
+pool, since RemoteMonitor and RemoteStop are async-safe; on JAX a callback that
+touched the model from another thread crashed `fit()` with "Buffer has been
+deleted or donated". A backend is skipped only where its package is absent.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
+from .backend_training import EPOCHS, MOST_EPOCHS, SCENARIOS, STOP_AFTER
 from .test_training import find_run, series, unique
 
-TRAINING = """
-import json, sys, threading, time
-import httpx, keras
-from callboard.client import RemoteMonitor, RemoteStop
-from tests.e2e.training import tiny_data, tiny_model
-
-root, name, epochs, stop_after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-x, y = tiny_data()
-model = tiny_model()
-monitor = RemoteMonitor(root=root, run=name, project="backends", batch_frequency=2)
+REPO = Path(__file__).resolve().parents[2]
+BACKENDS = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}  # backend: package
 
 
-def stop_from_outside(epoch, logs):
-    if epoch + 1 == stop_after:  # another client presses Stop; the poller sees it
-        run_id = monitor.run.id
-        threading.Thread(
-            target=httpx.post, args=(f"{root}/api/v1/runs/{run_id}/stop",), daemon=True
-        ).start()
-
-
-slow = keras.callbacks.LambdaCallback(
-    on_train_batch_end=lambda batch, logs: time.sleep(0.01), on_epoch_end=stop_from_outside
-)
-slow.async_safe = True
-history = model.fit(x, y, epochs=epochs, batch_size=16, validation_split=0.25, verbose=0,
-                    callbacks=[monitor, RemoteStop(root=root, interval=0.2), slow])
-print(json.dumps({"backend": keras.backend.backend(), "history": history.history}))
-"""
-
-
-def train_on_torch(root, name, epochs, stop_after):
+def train_every_scenario(backend, root, prefix, folder):
     done = subprocess.run(
-        [sys.executable, "-c", TRAINING, root, name, str(epochs), str(stop_after)],
+        [sys.executable, "-m", "tests.e2e.backend_training", root, prefix, str(folder)],
         capture_output=True,
         text=True,
-        timeout=240,
-        env={**os.environ, "KERAS_BACKEND": "torch"},
+        timeout=280,
+        cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": backend},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == backend
+    errors = {name: r["error"] for name, r in result["results"].items() if "error" in r}
+    assert not errors, f"on {backend}: " + "\n".join(f"{n}:\n{e}" for n, e in errors.items())
+    return {name: r["history"] for name, r in result["results"].items()}
 
 
-def test_torch_backend_streams_every_epoch_and_batch_and_stops_remotely(live_server):
-    pytest.importorskip("torch")
-    name = unique("torch")
-    result = train_on_torch(live_server.root, name, epochs=200, stop_after=3)
-    assert result["backend"] == "torch"
-    history = result["history"]
+class ServerRun:
+    """A finished run on the server, read back over the API."""
+
+    def __init__(self, root, name):
+        self.root = root
+        self.summary = find_run(root, name)
+        self.id = self.summary["id"]
+
+    def get(self, path, **params):
+        return httpx.get(f"{self.root}/api/v1/runs/{self.id}{path}", params=params).json()
+
+    @property
+    def status(self):
+        return self.get("")["status"]
+
+    def events(self, kind):
+        return self.get("/events", kind=kind)["events"]
+
+    def series(self, key):
+        return series(self.root, self.id, key)
+
+    def assert_stores(self, history):
+        for key, values in history.items():
+            assert self.series(key) == list(enumerate(values)), key
+
+
+def check_remote_stop(run, history, batches):
     epochs = len(history["loss"])
-    assert 3 <= epochs < 200  # stopped by the remote Stop, a batch or an epoch later
-    run = find_run(live_server.root, name)
-    assert run["status"] == "stopped" and run["epochs_done"] == epochs
-    for key, values in history.items():
-        assert series(live_server.root, run["id"], key) == list(enumerate(values)), key
-    # 96 training samples in batches of 16: 6 steps an epoch, a batch event every 2 steps.
-    batch_steps = [step for step, _ in series(live_server.root, run["id"], "batch/loss")]
-    assert batch_steps[: 3 * 3] == [2, 4, 6, 8, 10, 12, 14, 16, 18]
-    assert batch_steps == sorted(set(batch_steps))
-    control = httpx.get(f"{live_server.root}/api/v1/runs/{run['id']}/control").json()
-    assert control["state"] == "stopped"
+    assert STOP_AFTER <= epochs < MOST_EPOCHS  # stopped by the remote Stop
+    assert run.status == "stopped" and run.get("")["epochs_done"] == epochs
+    assert run.get("/control")["state"] == "stopped"
+    run.assert_stores(history)
+    keys = run.get("/metrics")["keys"]
+    if not batches:
+        assert "batch/loss" not in keys
+        return
+    # 6 steps an epoch, a batch event every 2 steps, also from Keras's thread pool.
+    steps = [step for step, _ in run.series("batch/loss")]
+    assert steps[: 3 * STOP_AFTER] == list(range(2, 6 * STOP_AFTER + 1, 2))
+    assert steps == sorted(set(steps))
+
+
+def check_model_checkpoint(run, history):
+    assert run.status == "finished"
+    run.assert_stores(history)
+    saved = run.events("checkpoint_saved")
+    assert [e["data"]["epoch"] for e in saved] == list(range(EPOCHS))
+    assert all(Path(e["data"]["path"]).name == "model.keras" for e in saved)
+
+
+def check_early_stopping(run, history):
+    assert len(history["loss"]) == 2 and run.status == "stopped"
+    run.assert_stores(history)
+    [stop] = run.events("early_stop")
+    assert stop["data"]["stopped_epoch"] == 1 and stop["data"]["monitor"] == "loss"
+
+
+def check_rate_changes(run, history, rates):
+    assert run.status == "finished"
+    run.assert_stores(history)
+    changes = run.events("lr_changed")
+    assert [e["data"]["new"] for e in changes] == pytest.approx(rates, rel=1e-6)
+
+
+def check_terminate_on_nan(run, history):
+    assert len(history["loss"]) == 1 and run.status == "failed"
+    [nan] = run.events("nan")
+    assert nan["data"] == {"batch": 1, "epoch": 0}
+
+
+def check_backup_and_restore(run, history):
+    assert len(history["loss"]) == 2  # epochs 2 and 3, after the restore
+    assert run.status == "finished"
+    [restored] = run.events("restored")
+    assert restored["data"] == {"epoch": 2}
+    losses = run.series("loss")
+    assert [epoch for epoch, _ in losses] == [0, 1, 2, 3]
+    assert [value for _, value in losses[2:]] == history["loss"]
+
+
+CHECKS = {
+    "remote-stop": lambda run, history: check_remote_stop(run, history, batches=False),
+    "remote-stop-batches": lambda run, history: check_remote_stop(run, history, batches=True),
+    "model-checkpoint": check_model_checkpoint,
+    "early-stopping": check_early_stopping,
+    "learning-rate-scheduler": lambda run, h: check_rate_changes(run, h, [0.01, 0.005, 0.01 / 3]),
+    "reduce-lr-on-plateau": lambda run, h: check_rate_changes(run, h, [0.0005, 0.00025]),
+    "terminate-on-nan": check_terminate_on_nan,
+    "backup-and-restore": check_backup_and_restore,
+}
+
+
+def test_every_scenario_is_checked():
+    assert set(CHECKS) == set(SCENARIOS)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_every_callback_trains_on_the_backend(live_server, tmp_path, backend):
+    if importlib.util.find_spec(BACKENDS[backend]) is None:
+        pytest.skip(f"{BACKENDS[backend]} is not installed")
+    prefix = unique(backend)
+    histories = train_every_scenario(backend, live_server.root, prefix, tmp_path)
+    for name, history in histories.items():
+        run = ServerRun(live_server.root, f"{prefix}-{name}")
+        try:
+            CHECKS[name](run, history)
+        except AssertionError as exc:
+            raise AssertionError(f"{name} on {backend}: {exc}") from exc
