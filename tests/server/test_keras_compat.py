@@ -221,3 +221,14 @@ def test_stock_run_records_its_client(api):
     run = api.get(f"/api/v1/runs/{run_id}").json()
     assert run["host"] == "testclient"
     assert run["versions"] == {"user_agent": "python-requests/2.34.0"}
+
+
+def test_stock_client_keeps_only_printable_text_that_fits_a_run():
+    from types import SimpleNamespace
+
+    from callboard.server.stock_runs import StockClient
+
+    request = SimpleNamespace(client=None, headers={"user-agent": "evil\x7f\x85agent" + "x" * 200})
+    client = StockClient.of(request)
+    assert client.address is None
+    assert client.user_agent == "evilagent" + "x" * 91
