@@ -7,7 +7,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .cli_db import DbOption, announce_database, database_url, db_app, open_database, settings_for
+from .cli_db import (
+    DbOption,
+    announce_database,
+    database_url,
+    db_app,
+    notes,
+    open_database,
+    settings_for,
+)
 from .cli_tokens import token_app
 
 app = typer.Typer(
@@ -49,10 +57,8 @@ def refuse_busy_port(host, port):
     except OSError as exc:
         busy = exc.errno == errno.EADDRINUSE
         reason = "the port is in use (another server?)" if busy else exc.strerror or str(exc)
-        console.print(
-            f"[red]Cannot listen on {host}:{port}: {reason}.[/red] "
-            "Pick another port with --port N.",
-            soft_wrap=True,
+        notes.print(
+            f"[red]Cannot listen on {host}:{port}: {reason}.[/red] Pick another port with --port N."
         )
         raise typer.Exit(1) from None
 
@@ -280,5 +286,5 @@ def demo(
     try:
         run_demo(settings, port=port, epochs=epochs, root=root, keep_serving=keep_serving)
     except DemoServerFailed as exc:
-        console.print(f"[red]{exc}.[/red] Pick another port with --port N.", soft_wrap=True)
+        notes.print(f"[red]{exc}.[/red] Pick another port with --port N.")
         raise typer.Exit(1) from None

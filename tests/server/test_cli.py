@@ -103,7 +103,8 @@ def test_busy_port_says_so_in_one_line(tmp_path, command):
         database = tmp_path / "busy.db"
         result = invoke(command, "--port", str(port), "--db", f"sqlite:///{database}")
     assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
+    lines = result.stderr.strip().splitlines()
+    assert not result.stdout, result.stdout
     assert len(lines) == 1, result.output
     assert f":{port}" in lines[0] and "in use" in lines[0] and "--port" in lines[0]
     assert not database.exists(), "a server that could not listen created its database"
