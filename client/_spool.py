@@ -40,6 +40,7 @@ def make_private_folder(folder):
 def open_private(path, mode):
     """`open(path, mode)` for text, creating the file 0600 whatever the umask."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "a" else os.O_TRUNC)
+    flags |= getattr(os, "O_BINARY", 0)  # Windows: newlines are the text layer's job, as in open()
     return open(os.open(path, flags, PRIVATE_FILE), mode, encoding="utf-8")
 
 
