@@ -70,11 +70,16 @@ def read_control_row(database, run_id):
 
 
 def request_stop(session, run, reason=None):
-    """Ask the run to stop; asking again changes nothing. Refused once the run ended."""
-    if run.stop_requested_at is not None:
-        return False
+    """Ask the run to stop; asking again changes nothing.
+
+    Refused once the run has ended (finished, stopped or failed), whether or not
+    a stop was asked before. A `lost` run may still come back, so it can be asked:
+    its client sees the request when it polls again.
+    """
     if run.status in ENDED_STATUSES:
         raise StopRefused(f"run {run.id} has already ended with status {run.status!r}")
+    if run.stop_requested_at is not None:
+        return False
     run.stop_requested_at = time.time()
     run.stop_reason = reason
     add_server_event(session, run, "stop_requested", {"reason": reason})

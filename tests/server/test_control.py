@@ -1,3 +1,7 @@
+import time
+
+import pytest
+
 from .helpers import create_run, post_events
 
 
@@ -49,3 +53,46 @@ def test_control_answers_the_same_fields_as_run_detail_and_clear_errors(api):
             "path",
             "run_id",
         ]
+
+
+def ended_run(api, status, stop_first):
+    run_id = create_run(api)
+    if stop_first:
+        assert api.post(f"/api/v1/runs/{run_id}/stop").status_code == 200
+        api.post(f"/api/v1/runs/{run_id}/control/ack")
+    post_events(api, run_id, {"seq": 1, "kind": "train_end", "data": {"status": status}})
+    assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == status
+    return run_id
+
+
+@pytest.mark.parametrize(
+    ("status", "stop_first"),
+    [
+        ("finished", False),
+        ("failed", False),
+        ("stopped", False),  # e.g. an early stop
+        ("stopped", True),  # a remote stop (it answered 200: the request was already there)
+        ("failed", True),  # crashed while stopping
+    ],
+)
+def test_stop_of_any_ended_run_is_409(api, status, stop_first):
+    run_id = ended_run(api, status, stop_first)
+    before = api.get(f"/api/v1/runs/{run_id}/control").json()
+    refused = api.post(f"/api/v1/runs/{run_id}/stop", json={"reason": "again"})
+    assert refused.status_code == 409
+    assert refused.json() == {"detail": f"run {run_id} has already ended with status {status!r}"}
+    assert api.get(f"/api/v1/runs/{run_id}/control").json() == before
+
+
+def test_a_lost_run_may_be_asked_to_stop_and_sees_it_when_it_returns(api, settings):
+    settings.lost_after_seconds = 0.3
+    run_id = create_run(api)
+    deadline = time.monotonic() + 5
+    while api.get(f"/api/v1/runs/{run_id}").json()["status"] != "lost":
+        assert time.monotonic() < deadline, "the sweeper never marked the run lost"
+        time.sleep(0.1)
+    requested = api.post(f"/api/v1/runs/{run_id}/stop", json={"reason": "gone quiet"})
+    assert requested.status_code == 200 and requested.json()["state"] == "requested"
+    assert api.post(f"/api/v1/runs/{run_id}/heartbeat").status_code == 200
+    control = api.get(f"/api/v1/runs/{run_id}/control").json()
+    assert control["status"] == "running" and control["stop_requested"]
