@@ -116,9 +116,10 @@ class EventSender:
 
         A server that answers with errors (5xx, 429) gets a few quick retries. One
         that can't be reached, or looks hung (a request pending far longer than
-        its answers take), is not waited for: what is left stays in the spool. A
-        hung request that answers after all still delivers the spool, in the
-        background, while the process lives.
+        its answers take), is not waited for: what is left stays in the spool, and
+        a warning names the file and the command that sends it. A hung request
+        that answers after all still delivers the spool, in the background,
+        while the process lives.
         """
         self._closing = True
         self._wake.set()
@@ -134,15 +135,16 @@ class EventSender:
         if self.spool.held:
             where = (
                 f"{len(self.spool.held):,} of them could not be written to {self.spool.path} "
-                f"({self.spool.disk_error}) and are lost when this process exits"
+                f"({self.spool.disk_error}) and are lost if this process exits before the "
+                "server answers"
             )
         else:
             where = f"they are kept in {self.spool.path}"
         self._warn_once(
             "left",
-            f"Callboard server at {root} did not take the run's last events; {where}. "
-            f"`callboard sync --root {root}` sends them (with `--token` if the server needs "
-            "one), as does the next run that reaches this server.",
+            f"Callboard: the run ended with events the server at {root} has not taken; "
+            f"{where}. `callboard sync --root {root}` sends what is spooled (add `--token T` if "
+            "the server needs one), as does the next run that reaches this server.",
         )
 
     def _unreachable_at_close(self):
