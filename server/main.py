@@ -26,6 +26,7 @@ from .middleware import (
 from .rate_limit import RateLimiter
 from .routes import (
     control,
+    docs,
     events,
     extremes,
     health,
@@ -106,6 +107,10 @@ def create_app(settings=None):
         title="Callboard",
         summary="Live dashboard and remote control for Keras training.",
         lifespan=lifespan,
+        # Served by routes/docs.py: assets from an installed package, readers only.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings or Settings()
     settings = app.state.settings
@@ -122,6 +127,7 @@ def create_app(settings=None):
     for module in (events, runs, metrics, control, stream, tokens, health, sparklines, extremes):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(publish.router)
+    app.include_router(docs.router)
     app.include_router(pages.router)
     app.mount("/static", pages.static_files(), name="static")
     return app

@@ -1,6 +1,7 @@
 """HTTP-level hardening: cross-site writes, Host names, slow clients (issue 11)."""
 
 import json
+import re
 import socket
 import threading
 import time
@@ -219,3 +220,48 @@ def test_a_batch_stored_in_turns_is_stored_whole_and_once(api):
     assert [p["step"] for p in points] == list(range(12))
     stored = api.get(f"/api/v1/runs/{run_id}/events", params={"limit": 100}).json()["events"]
     assert len(stored) == 12
+
+
+# The API docs: local assets under the strict CSP, and readers only once tokens exist.
+
+
+def add_token(api, role):
+    with api.app.state.database.writer() as session:
+        _, secret = create_token(session, role, role)
+        session.commit()
+    api.app.state.tokens.invalidate()
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_docs_are_open_in_open_mode_and_for_readers_once_tokens_exist(tmp_path):
+    with open_app(tmp_path) as api:
+        assert api.get("/openapi.json").status_code == 200
+        assert api.get("/docs").status_code == 200
+        read, ingest = add_token(api, "read"), add_token(api, "ingest")
+        assert api.get("/openapi.json").status_code == 401
+        assert api.get("/openapi.json", headers=ingest).status_code == 403
+        schema = api.get("/openapi.json", headers=read)
+        assert schema.status_code == 200 and "/api/v1/runs" in schema.json()["paths"]
+        to_sign_in = api.get("/docs", follow_redirects=False)
+        assert to_sign_in.status_code == 303
+        assert to_sign_in.headers["location"] == "/login?next=%2Fdocs"
+        assert api.get("/docs", headers=read).status_code == 200
+        # A signed-in browser reads the schema with its session cookie.
+        api.post("/login", data={"token": read["Authorization"].removeprefix("Bearer ")})
+        assert api.get("/openapi.json").status_code == 200
+
+
+def test_docs_page_needs_nothing_from_another_host(tmp_path):
+    with open_app(tmp_path) as api:
+        page = api.get("/docs")
+        assert "<script>" not in page.text and "http" not in page.text
+        csp = page.headers["content-security-policy"]
+        assert "http" not in csp and "script-src 'self';" in csp
+        referenced = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert len(referenced) == 4
+        for url in referenced:
+            assert url.startswith("/"), url
+            asset = api.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 100, url
+        assert api.get("/docs/assets/index.html").status_code == 404
+        assert api.get("/redoc").status_code == 404
