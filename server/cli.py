@@ -258,6 +258,8 @@ def sync(
         else:
             console.print(f"{path.name}: sent {outcome} events")
     if failed:
+        if token is None:
+            console.print("A server that needs a token: `callboard sync --root URL --token T`.")
         raise typer.Exit(1)
 
 

@@ -121,3 +121,14 @@ def test_spool_files_never_hold_the_token_or_headers(_spool_dir):
     text = path.read_text()
     assert run.uid in text
     assert "never-on-disk" not in text and "nor-this" not in text
+
+
+def test_the_cli_says_how_to_send_to_a_server_that_needs_a_token(two_servers, _spool_dir):
+    home, _ = two_servers
+    home.fail_next(1, status=401)
+    leave_spool(_spool_dir, home.root, "home-run")
+    unset = {"CALLBOARD_ROOT": None, "CALLBOARD_TOKEN": None}
+    result = CliRunner().invoke(app, ["sync"], env=unset)
+    assert result.exit_code == 1
+    assert "callboard sync --root URL --token T" in result.output
+    assert len(spool_files(_spool_dir)) == 1
