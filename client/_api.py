@@ -59,8 +59,16 @@ class DeliveryFailed(Exception):
         self.answered = answered
 
 
+class Unauthorized(DeliveryFailed):
+    """The server refused the caller (401/403): the token is missing, wrong or lacks rights."""
+
+
 class Rejected(Exception):
     """The server refused the request as invalid; sending it again will not help."""
+
+
+class NotFound(Rejected):
+    """The server has no such thing (404), e.g. no live run of that name yet."""
 
 
 class TooLarge(Rejected):
@@ -116,9 +124,11 @@ class ServerApi:
                 f"server answered {response.status_code}", _retry_after(response), answered=True
             )
         if response.status_code in (401, 403):
-            raise DeliveryFailed(
+            raise Unauthorized(
                 f"server answered {response.status_code}: {response.text}", answered=True
             )
+        if response.status_code == 404:
+            raise NotFound(f"server answered 404: {response.text}")
         if response.status_code == 413:
             raise TooLarge(f"server answered 413: {response.text}")
         if response.status_code >= 400:
@@ -182,9 +192,13 @@ class ServerApi:
     def acknowledge_stop(self, run_id):
         return self._request("POST", f"/api/v1/runs/{run_id}/control/ack")
 
-    def find_run(self, name, project):
-        """Return the newest run called `name` in `project`, or None."""
-        runs = self._request(
-            "GET", "/api/v1/runs", params={"name": name, "project": project, "limit": 1}
-        )["runs"]
-        return runs[0] if runs else None
+    def control_by_name(self, name, project):
+        """The control state of the newest live run called `name` in `project`, or None.
+
+        Ingest tokens may ask: the answer holds only the run's id and control state.
+        """
+        try:
+            params = {"name": name, "project": project}
+            return self._request("GET", "/api/v1/control", params=params)
+        except NotFound:
+            return None

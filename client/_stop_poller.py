@@ -3,15 +3,25 @@
 import math
 import threading
 import time
+import warnings
 
-from ._api import DeliveryFailed, Rejected
+from ._api import DeliveryFailed, Rejected, Unauthorized
+
+
+def read_run_control(api, run_id):
+    """Run `run_id`'s control state (with its `run_id`), or None while the id is unknown."""
+    if run_id is None:
+        return None
+    return {**api.control(run_id), "run_id": run_id}
 
 
 class StopPoller:
     """Asks the server every `interval` seconds whether the run should stop.
 
     Polls keep a fixed rate (a slow answer does not push the next poll back), so a
-    stop is seen at most `interval` plus one answer after it was requested.
+    stop is seen at most `interval` plus one answer after it was requested. A
+    server that refuses the token (401/403) gets one warning naming the problem;
+    training goes on, and polling too (the token may be granted the right).
 
     Args:
         api: a `ServerApi`.
@@ -22,6 +32,9 @@ class StopPoller:
             it reaches the server before the run's last events); otherwise the
             poller acknowledges the stop right after.
         interval: seconds between polls.
+        read_control: a callable returning the control state to act on (with
+            its `run_id`), or None while there is none; by default run
+            `run_id()`'s, from `api`.
 
     Example:
         ```python
@@ -30,12 +43,14 @@ class StopPoller:
         ```
     """
 
-    def __init__(self, api, run_id, on_stop, interval=1.0):
+    def __init__(self, api, run_id, on_stop, interval=1.0, read_control=None):
         self.api = api
         self.run_id = run_id
         self.on_stop = on_stop
         self.interval = interval
+        self.read_control = read_control or (lambda: read_run_control(self.api, self.run_id()))
         self.stop_requested = False
+        self.refused = None  # the server's refusal of the token, once it was warned about
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="callboard-stop", daemon=True)
 
@@ -50,17 +65,28 @@ class StopPoller:
         if self.stop_requested:
             return True
         try:
-            run_id = self.run_id()
-            if run_id is None:
-                return False
-            control = self.api.control(run_id)
-            if control.get("stop_requested"):
+            control = self.read_control()
+            if control is not None and control.get("stop_requested"):
                 self.stop_requested = True
                 if not self.on_stop(control):
-                    self.api.acknowledge_stop(run_id)
+                    self.api.acknowledge_stop(control["run_id"])
+        except Unauthorized as exc:
+            self._warn_refused(exc)
         except (DeliveryFailed, Rejected):
-            pass
+            pass  # unreachable or busy: the next poll asks again
         return self.stop_requested
+
+    def _warn_refused(self, exc):
+        if self.refused is not None:
+            return
+        self.refused = exc
+        warnings.warn(
+            f"Callboard cannot poll for a remote stop, the server refused the token ({exc}). "
+            "Training goes on, but a Stop pressed on the server will not reach it: pass "
+            "`token=` with the ingest, read or control role for the run's project.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     def _loop(self):
         next_poll = time.monotonic() + self.interval

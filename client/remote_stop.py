@@ -4,7 +4,7 @@ import keras
 
 from ._active import active_run
 from ._api import DEFAULT_ROOT, ServerApi
-from ._stop_poller import StopPoller
+from ._stop_poller import StopPoller, read_run_control
 
 
 class RemoteStop(keras.callbacks.Callback):
@@ -15,8 +15,11 @@ class RemoteStop(keras.callbacks.Callback):
     after the current batch, acknowledges the stop, and the run ends `stopped`.
 
     With a Callboard `RemoteMonitor` in the same `callbacks` list it follows that
-    run. Otherwise it follows the newest run named `run` in `project` (for
-    example one fed by the stock `keras.callbacks.RemoteMonitor`).
+    run. Otherwise it follows the newest live run named `run` in `project` (for
+    example one fed by the stock `keras.callbacks.RemoteMonitor`), through a
+    look-up an ingest token may make; a stop asked of that name's run before this
+    `fit()` began (left from an earlier training) is ignored. A token the server
+    refuses gets one warning, and training goes on.
 
     Args:
         root: server root URL (used without a Callboard RemoteMonitor).
@@ -57,8 +60,9 @@ class RemoteStop(keras.callbacks.Callback):
         self.client = client
         self.stopped_remotely = False
         self._poller = None
-        self._named_run_id = None
         self._trained_model = None
+        self._looked_up = False  # the name was looked up at least once in this fit()
+        self._stale_runs = set()  # runs of that name whose stop predates this fit()
 
     def on_train_begin(self, logs=None):
         # The polling thread must never read `self.model`: on JAX that property
@@ -66,19 +70,28 @@ class RemoteStop(keras.callbacks.Callback):
         # the training step donating those buffers ("Buffer has been deleted or
         # donated"). The model is taken here, on the training thread, once.
         self._trained_model = self.model
+        self._looked_up = False
+        self._stale_runs = set()
         api = ServerApi(self.root, headers=self.headers, token=self.token, client=self.client)
-        self._poller = StopPoller(api, self._run_id, self._stop, self.interval)
+        self._poller = StopPoller(api, None, self._stop, self.interval, self._read_control)
         self._poller.start()
 
-    def _run_id(self):
+    def _read_control(self):
         run = active_run(self._trained_model)
         if run is not None:
-            self._poller.api = run.api
-            return run.id
-        if self._named_run_id is None and self.run_name:
-            found = self._poller.api.find_run(self.run_name, self.project)
-            self._named_run_id = found["id"] if found else None
-        return self._named_run_id
+            return read_run_control(run.api, run.id)
+        if not self.run_name:
+            return None
+        return self._control_by_name()
+
+    def _control_by_name(self):
+        control = self._poller.api.control_by_name(self.run_name, self.project)
+        first, self._looked_up = not self._looked_up, True
+        if control is None:
+            return None
+        if first and control["stop_requested"]:
+            self._stale_runs.add(control["run_id"])
+        return None if control["run_id"] in self._stale_runs else control
 
     def _stop(self, control):
         # Runs on the polling thread. `fit()` reads the flag after every batch, so

@@ -3,8 +3,10 @@
 import time
 from typing import NamedTuple
 
+from sqlalchemy import select
+
 from .ingest import add_server_event, param_marker
-from .models import ENDED_STATUSES
+from .models import ENDED_STATUSES, Project, Run
 
 
 class ControlRow(NamedTuple):
@@ -67,6 +69,17 @@ def read_control_row(database, run_id):
     finally:
         connection.close()
     return None if row is None else ControlRow(*row)
+
+
+def newest_live_run(session, name, project):
+    """The newest run called `name` in `project` that has not ended (running or lost), or None."""
+    return session.scalars(
+        select(Run)
+        .join(Project, Project.id == Run.project_id)
+        .where(Project.name == project, Run.name == name, Run.status.not_in(ENDED_STATUSES))
+        .order_by(Run.id.desc())
+        .limit(1)
+    ).first()
 
 
 def request_stop(session, run, reason=None):

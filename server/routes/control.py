@@ -2,13 +2,15 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from ..auth import Principal
 from ..control import (
     StopRefused,
     acknowledge_stop,
     control_state,
+    newest_live_run,
     read_control_row,
     request_stop,
 )
@@ -17,18 +19,20 @@ from ..deps import (
     HubDep,
     PrincipalDep,
     RowId,
+    SessionDep,
     WriteSessionDep,
+    check_project,
     lock_visible_run,
     require,
 )
 from ..lean import authorize, documented_path, json_answer, row_id
 from ..live import RUNS_CHANNEL, run_channel
-from ..schemas import StopRequest
+from ..schemas import Name, StopRequest
 
-router = APIRouter(prefix="/runs/{run_id}", tags=["control"])
+router = APIRouter(tags=["control"])
 
 
-@router.post("/stop")
+@router.post("/runs/{run_id}/stop")
 def stop(
     run_id: RowId,
     session: WriteSessionDep,
@@ -47,7 +51,7 @@ def stop(
     return control_state(run)
 
 
-@router.get("/control", openapi_extra=documented_path())
+@router.get("/runs/{run_id}/control", openapi_extra=documented_path())
 async def read_control(request: Request):
     """What the training client polls: whether a stop was requested, and its state.
 
@@ -62,11 +66,34 @@ async def read_control(request: Request):
     return json_answer(control_state(run))
 
 
-@router.post("/control/ack", dependencies=[Depends(require("ingest", "control"))])
+@router.post("/runs/{run_id}/control/ack", dependencies=[Depends(require("ingest", "control"))])
 def acknowledge(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: PrincipalDep):
     """The client saw the stop request and is stopping."""
     run = lock_visible_run(session, run_id, principal)
     if acknowledge_stop(session, run):
         session.commit()
         hub.publish(run_channel(run_id), RUNS_CHANNEL)
+    return control_state(run)
+
+
+@router.get("/control")
+def read_control_by_name(
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require("read", "ingest"))],
+    name: Annotated[Name, Query(description="run name")],
+    project: Annotated[Name, Query(description="project name")] = "default",
+):
+    """The control state of the newest live (running or lost) run called `name` in `project`.
+
+    For `RemoteStop(run=NAME)` beside the stock `keras.callbacks.RemoteMonitor`,
+    which never learns its run's id: ingest tokens may ask, as they may poll a
+    run's control, and learn only the run's id and control state. 404 while no
+    run of that name is live; 403 for a project outside the token's.
+    """
+    check_project(principal, project)
+    run = newest_live_run(session, name, project)
+    if run is None:
+        raise HTTPException(
+            status_code=404, detail=f"no live run named {name!r} in project {project!r}"
+        )
     return control_state(run)

@@ -3,6 +3,7 @@
 import threading
 import time
 
+import httpx
 import keras
 import pytest
 from keras.src.callbacks.callback_list import CallbackList
@@ -182,3 +183,80 @@ def test_callbacks_read_the_model_only_on_the_training_thread(monkeypatch):
     )
     assert stopper.stopped_remotely and "ack" in server.posted_kinds()
     assert readers == {threading.main_thread().name}
+
+
+def control_answers(*answers):
+    """An httpx client whose `GET /api/v1/control` gives `answers` in turn (then the last)."""
+    requests = []
+
+    def handle(request):
+        requests.append(request)
+        if request.url.path.endswith("/ack"):
+            return httpx.Response(200, json={"state": "acknowledged"})
+        status, body = answers[min(len(requests) - 1, len(answers) - 1)]
+        return httpx.Response(status, json=body)
+
+    client = httpx.Client(transport=httpx.MockTransport(handle))
+    client.requests = requests
+    return client
+
+
+def named_stopper(client, model):
+    """A RemoteStop following run "job" by name, whose polls the test makes itself."""
+    stopper = RemoteStop(run="job", project="lab", token="cb_ingest", interval=3600, client=client)
+    stopper.set_model(model)
+    stopper.on_train_begin()
+    return stopper
+
+
+def control(run_id, stop_requested):
+    return 200, {"run_id": run_id, "stop_requested": stop_requested, "state": "none"}
+
+
+def test_remote_stop_by_name_asks_the_name_look_up_with_its_token_and_acknowledges():
+    client = control_answers((404, {"detail": "no live run"}), control(7, False), control(7, True))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    stopper = named_stopper(client, model)
+    try:
+        assert [stopper._poller.poll_once() for _ in range(3)] == [False, False, True]
+    finally:
+        stopper.on_train_end()
+    assert model.stop_training and stopper.stopped_remotely
+    look_up, *_, ack = client.requests
+    assert look_up.url.path == "/api/v1/control"
+    assert dict(look_up.url.params) == {"name": "job", "project": "lab"}
+    assert look_up.headers["Authorization"] == "Bearer cb_ingest"
+    assert ack.method == "POST" and ack.url.path == "/api/v1/runs/7/control/ack"
+
+
+def test_remote_stop_by_name_ignores_a_stop_left_from_an_earlier_training():
+    # The first look-up finds run 3 already asked to stop (an earlier training of that
+    # name, not yet marked ended): not for this fit(). A newer run of the name is.
+    client = control_answers(control(3, True), control(3, True), control(4, True))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    stopper = named_stopper(client, model)
+    try:
+        assert [stopper._poller.poll_once() for _ in range(3)] == [False, False, True]
+    finally:
+        stopper.on_train_end()
+    assert model.stop_training
+    assert client.requests[-1].url.path == "/api/v1/runs/4/control/ack"
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_stop_poll_warns_once_and_training_goes_on(status):
+    detail = "a 'read' token cannot do this (needs ingest)"
+    client = control_answers((status, {"detail": detail}))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    stopper = named_stopper(client, model)
+    try:
+        with pytest.warns(RuntimeWarning) as warned:
+            assert not any(stopper._poller.poll_once() for _ in range(3))
+    finally:
+        stopper.on_train_end()
+    assert len(client.requests) == 3  # still polling: the token may be granted the right
+    [warning] = [w for w in warned if "remote stop" in str(w.message)]
+    message = str(warning.message)
+    assert f"server answered {status}" in message and detail in message
+    assert "refused the token" in message and "Training goes on" in message
+    assert not getattr(model, "stop_training", False)

@@ -27,6 +27,7 @@ NEEDS = {
     ("POST", "/api/v1/runs/{run_id}/stop"): {"control"},
     ("GET", "/api/v1/runs/{run_id}/control"): {"read", "ingest"},
     ("POST", "/api/v1/runs/{run_id}/control/ack"): {"ingest", "control"},
+    ("GET", "/api/v1/control"): {"read", "ingest"},
     ("GET", "/api/v1/runs/{run_id}/stream"): {"read"},
     ("GET", "/api/v1/stream"): {"read"},
     ("GET", "/api/v1/sparklines"): {"read"},
@@ -105,6 +106,7 @@ def request_for(method, path, run_id, token_id):
     }
     queries = {"/api/v1/sparklines": {"params": {"ids": str(run_id)}}}
     queries["/api/v1/extremes"] = queries["/api/v1/sparklines"]
+    queries["/api/v1/control"] = {"params": {"name": "m", "project": "p"}}
     return concrete, (bodies.get(concrete, {}) if method == "POST" else queries.get(concrete, {}))
 
 

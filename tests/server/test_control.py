@@ -2,6 +2,8 @@ import time
 
 import pytest
 
+from callboard.server.auth import create_token
+
 from .helpers import create_run, post_events
 
 
@@ -96,3 +98,75 @@ def test_a_lost_run_may_be_asked_to_stop_and_sees_it_when_it_returns(api, settin
     assert api.post(f"/api/v1/runs/{run_id}/heartbeat").status_code == 200
     control = api.get(f"/api/v1/runs/{run_id}/control").json()
     assert control["status"] == "running" and control["stop_requested"]
+
+
+def by_name(api, name, project="default", token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return api.get("/api/v1/control", params={"name": name, "project": project}, headers=headers)
+
+
+def end(api, run_id, status="finished"):
+    post_events(api, run_id, {"seq": 99, "kind": "train_end", "data": {"status": status}})
+
+
+def test_control_by_name_follows_the_newest_live_run_of_that_name(api):
+    older = create_run(api, "job", "lab")
+    newer = create_run(api, "job", "lab")
+    create_run(api, "job", "other")
+    create_run(api, "job-2", "lab")
+    api.post(f"/api/v1/runs/{older}/stop", json={"reason": "old"})
+    assert by_name(api, "job", "lab").json() == api.get(f"/api/v1/runs/{newer}/control").json()
+    end(api, newer)
+    found = by_name(api, "job", "lab").json()
+    assert found["run_id"] == older and found["stop_requested"] and found["reason"] == "old"
+    end(api, older, "stopped")
+    missing = by_name(api, "job", "lab")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "no live run named 'job' in project 'lab'"}
+    assert by_name(api, "nobody").status_code == 404
+    for bad in ("", "a\x00b", "x" * 201):
+        assert by_name(api, bad).status_code == 422, bad
+
+
+def add_token(api, role, project=None):
+    with api.app.state.database.writer() as session:
+        _, secret = create_token(session, f"{role}-{project}-{time.monotonic_ns()}", role, project)
+        session.commit()
+    api.app.state.tokens.invalidate()
+    return secret
+
+
+def test_ingest_tokens_may_look_up_control_by_name_within_their_project(api):
+    run_id = create_run(api, "job", "vision")
+    api.post(f"/api/v1/runs/{run_id}/stop", json={"reason": "enough"})
+    create_run(api, "job", "audio")
+    scoped = add_token(api, "ingest", "vision")
+    for token in (scoped, add_token(api, "ingest"), add_token(api, "read", "vision")):
+        answer = by_name(api, "job", "vision", token)
+        assert answer.status_code == 200
+        # Only the run's id and its control state: nothing an ingest token may not read.
+        assert answer.json() == {**api_control(api, run_id, token), "run_id": run_id}
+        assert set(answer.json()) == CONTROL_FIELDS
+    refused = by_name(api, "job", "audio", scoped)
+    assert refused.status_code == 403 and "limited to project 'vision'" in refused.json()["detail"]
+    assert by_name(api, "job", "vision").status_code == 401
+    assert by_name(api, "job", "vision", "cb_wrong").status_code == 401
+    # The run listing stays closed to ingest tokens.
+    assert api.get("/api/v1/runs", headers={"Authorization": f"Bearer {scoped}"}).status_code == 403
+
+
+CONTROL_FIELDS = {
+    "run_id",
+    "status",
+    "stop_requested",
+    "state",
+    "reason",
+    "requested_at",
+    "acknowledged_at",
+    "stopped_at",
+}
+
+
+def api_control(api, run_id, token):
+    headers = {"Authorization": f"Bearer {token}"}
+    return api.get(f"/api/v1/runs/{run_id}/control", headers=headers).json()
