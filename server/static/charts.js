@@ -10,6 +10,9 @@ export const PALETTE = [
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939",
 ];
 const MARKERS_UP_TO = 60;
+// Below this span of steps plotly would tick halves (epoch 0.5): tick every step instead.
+// Wider spans get plotly's own ticks, which are whole numbers there.
+const STEP_TICKS_BELOW = 10;
 
 /** Resolves with Plotly once plotly.min.js (an async script, parsed while data loads) ran. */
 export const plotlyReady = new Promise((resolve, reject) => {
@@ -64,6 +67,19 @@ export function plotlyText(text) {
 export function plotValue(value) {
   const number = typeof value === "number" ? value : toNumber(value);
   return Number.isFinite(number) ? number : null;
+}
+
+/**
+ * The y range for series between `min` and `max` when they are flat, else null. A constant
+ * (or float-noise flat) series is drawn ±10 % around its value: plotly alone spans a constant
+ * over value ± 1 (0.001 sits on the tick "0") and float noise over 1e-11 (ticks like
+ * "0.00100000003").
+ */
+export function flatSpan(min, max) {
+  const size = Math.max(Math.abs(min), Math.abs(max));
+  if (!(min <= max) || size === 0 || max - min > size * 1e-6) return null;
+  const middle = (min + max) / 2;
+  return [middle - size / 10, middle + size / 10];
 }
 
 /** TensorBoard's smoothing: an exponential moving average, debiased for its first points. */
@@ -144,6 +160,8 @@ export class MetricChart {
     this.log = false;
     this.drawn = false;
     this.pending = new Map();
+    this.yMin = Infinity; // extremes of every finite value drawn, for flatSpan
+    this.yMax = -Infinity;
     charts.add(this);
   }
 
@@ -159,11 +177,13 @@ export class MetricChart {
       ema: null,
     };
     series.smoothed = this.#smooth(series);
+    for (const value of series.y) this.#widen(value);
     this.series.push(series);
     this.byKey.set(key, series);
     if (this.drawn) {
       const traces = this.#traces(series);
       Plotly.addTraces(this.div, traces);
+      this.#fitAxes();
     }
     return series;
   }
@@ -179,6 +199,47 @@ export class MetricChart {
 
   pointCount() {
     return this.series.reduce((sum, s) => sum + s.x.length, 0);
+  }
+
+  #widen(value) {
+    if (value === null) return;
+    if (value < this.yMin) this.yMin = value;
+    if (value > this.yMax) this.yMax = value;
+  }
+
+  /** First and last step drawn (steps only grow within a series). */
+  #steps() {
+    const drawn = this.series.filter((s) => s.x.length);
+    if (!drawn.length) return [0, 0];
+    return [Math.min(...drawn.map((s) => s.x[0])), Math.max(...drawn.map((s) => s.x[s.x.length - 1]))];
+  }
+
+  /**
+   * Layout settings that follow the data and the zoom: steps are whole numbers, so tick
+   * every step while plotly would tick fractions of one; a flat series gets `flatSpan`
+   * (autorange widened to it for float noise, clipped to it for a constant). A null value
+   * removes the setting in `Plotly.relayout`.
+   */
+  #axisFit() {
+    const zoomed = this.drawn && this.div.layout.xaxis.autorange === false;
+    const [first, last] = zoomed ? this.div.layout.xaxis.range : this.#steps();
+    const span = flatSpan(this.yMin, this.yMax);
+    return {
+      "xaxis.tickmode": last - first < STEP_TICKS_BELOW ? "linear" : "auto",
+      "yaxis.autorangeoptions.include": span,
+      "yaxis.autorangeoptions.clipmin": span && span[0],
+      "yaxis.autorangeoptions.clipmax": span && span[1],
+    };
+  }
+
+  /** Relayout when the data or the zoom changed what `#axisFit` asks for. */
+  async #fitAxes() {
+    const fit = this.#axisFit();
+    const { xaxis, yaxis } = this.div.layout;
+    const include = yaxis.autorangeoptions?.include ?? null;
+    const sameTicks = fit["xaxis.tickmode"] === xaxis.tickmode;
+    const sameSpan = String(fit["yaxis.autorangeoptions.include"]) === String(include);
+    if (!sameTicks || !sameSpan) await Plotly.relayout(this.div, fit);
   }
 
   #smooth(series) {
@@ -218,15 +279,23 @@ export class MetricChart {
   #layout() {
     const layout = {
       title: { text: plotlyText(this.title), x: 0.01, xanchor: "left", font: { size: 14 } },
-      margin: { l: 64, r: 14, t: 34, b: 40 },
-      xaxis: { title: { text: plotlyText(this.xTitle), standoff: 4 }, zeroline: false },
+      margin: { l: 64, r: 40, t: 34, b: 40 },
+      xaxis: {
+        title: { text: plotlyText(this.xTitle), standoff: 4 },
+        zeroline: false,
+        tick0: 0,
+        dtick: 1,
+      },
       yaxis: { type: this.log ? "log" : "linear", zeroline: false, exponentformat: "e" },
       hovermode: "x unified",
       showlegend: true,
       legend: { orientation: "h", x: 1, xanchor: "right", y: 1.0, yanchor: "bottom" },
+      // Plotly's toolbar stands upright in the right margin, clear of the legend above the plot.
+      modebar: { orientation: "v" },
       uirevision: "keep",
     };
-    return mergeDotted(layout, themeUpdate());
+    const fit = Object.entries(this.#axisFit()).filter(([, value]) => value !== null);
+    return mergeDotted(mergeDotted(layout, Object.fromEntries(fit)), themeUpdate());
   }
 
   async draw() {
@@ -239,12 +308,15 @@ export class MetricChart {
       modeBarButtonsToRemove: ["select2d", "lasso2d"],
     });
     this.drawn = true;
+    this.div.removeAllListeners("plotly_relayout");
+    this.div.on("plotly_relayout", () => this.#fitAxes());
   }
 
   /** Queue a live point; `flush()` draws every queued point in one extendTraces. */
   push(key, step, value) {
     const series = this.byKey.get(key);
     const y = plotValue(value);
+    this.#widen(y);
     series.x.push(step);
     series.y.push(y);
     const smoothed = this.smoothing > 0 ? series.ema.next(y) : y;
@@ -276,6 +348,7 @@ export class MetricChart {
       update.y.push(entry.smoothed, entry.y);
     }
     this.pending.clear();
+    await this.#fitAxes(); // before the new points are drawn, so none is clipped
     await Plotly.extendTraces(this.div, update, indices);
   }
 
