@@ -19,8 +19,10 @@ export function ago(seconds) {
   return `${Math.floor(s / 86400)}d ago`;
 }
 
+/** "0.4s", "9.5s", "42s", "3m 05s", "2h 07m": two significant digits below 10 s. */
 export function duration(seconds) {
-  const s = Math.max(0, Math.round(seconds));
+  if (seconds < 9.95) return `${Math.max(0, Number(seconds.toPrecision(2)))}s`;
+  const s = Math.round(seconds);
   const h = Math.floor(s / 3600);
   const m = Math.floor((s % 3600) / 60);
   const rest = s % 60;
@@ -41,12 +43,23 @@ export function isoTime(unixSeconds) {
   return new Date(unixSeconds * 1000).toISOString();
 }
 
-/** Set a <time> element to "Ns ago", with the exact time as its datetime and tooltip. */
+/**
+ * Set a <time> element to "Ns ago", with the exact time as its datetime and tooltip;
+ * `refreshAgo()` keeps it current.
+ */
 export function setAgo(timeElement, unixSeconds, now = Date.now() / 1000) {
   if (!unixSeconds) return;
   timeElement.dateTime = isoTime(unixSeconds);
+  timeElement.dataset.ago = String(unixSeconds);
   timeElement.title = new Date(unixSeconds * 1000).toLocaleString();
   timeElement.textContent = ago(now - unixSeconds);
+}
+
+/** Re-render every "Ns ago" that `setAgo` wrote: call it from the page's one timer. */
+export function refreshAgo(now = Date.now() / 1000) {
+  for (const time of document.querySelectorAll("time[data-ago]")) {
+    time.textContent = ago(now - Number(time.dataset.ago));
+  }
 }
 
 export function setStatus(badge, status) {

@@ -3,7 +3,7 @@
 import { apiUrl, getJSON, metricPath } from "./api.js";
 import { MetricBoard } from "./board.js";
 import { bindChartControls, pointsFor } from "./charts.js";
-import { setAgo, setStatus } from "./format.js";
+import { refreshAgo, setAgo, setStatus } from "./format.js";
 import { batcher, subscribe } from "./live.js";
 import { Progress } from "./progress.js";
 import { StopControl } from "./stop.js";
@@ -162,8 +162,9 @@ async function start() {
 }
 
 board.setOptions(bindChartControls((change) => board.setOptions(change)));
+// The page's one timer: "started/updated N ago" and the ETA count on between updates.
 setInterval(() => {
-  setAgo(updated, run.updated_at);
+  refreshAgo();
   progress.render();
 }, 1000);
 start();

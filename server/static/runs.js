@@ -1,7 +1,7 @@
 // The runs page: the filtered list, kept live by /api/v1/stream; sparklines; compare picks.
 
 import { apiUrl, getJSON, pageUrl } from "./api.js";
-import { element, formatValue, mainMetric, setAgo, setStatus } from "./format.js";
+import { element, formatValue, mainMetric, refreshAgo, setAgo, setStatus } from "./format.js";
 import { subscribe } from "./live.js";
 import { sparkline } from "./sparkline.js";
 
@@ -191,10 +191,7 @@ function showError(error) {
   if (error.name !== "AbortError") countNote.textContent = `Could not load runs: ${error.message}`;
 }
 
-setInterval(() => {
-  const now = Date.now() / 1000;
-  for (const { run, tr } of rows.values()) setAgo(tr.querySelector("time"), run.updated_at, now);
-}, 1000);
+setInterval(refreshAgo, 1000); // the page's one timer: every "updated N ago" counts on
 
 subscribe(apiUrl("/stream", { after: document.body.dataset.now }), { onRun });
 load()
