@@ -2,7 +2,7 @@
 and nothing that only the tests and benchmarks use (those come with the second, `.[dev]`).
 
 The first command once installed `.[all]`: 143 packages, 3.5 GB, pytest, Playwright, MLflow
-and PyTorch included; the server and the demo need 66 (1.7 GB, mostly TensorFlow).
+and PyTorch included; the server and the demo need 67 (1.7 GB, mostly TensorFlow).
 """
 
 import re
