@@ -132,3 +132,21 @@ def test_the_cli_says_how_to_send_to_a_server_that_needs_a_token(two_servers, _s
     assert result.exit_code == 1
     assert "callboard sync --root URL --token T" in result.output
     assert len(spool_files(_spool_dir)) == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000/", True),
+        ("HTTP://Example.COM", "http://example.com:80", True),
+        ("https://example.com/callboard/", "https://example.com:443/callboard", True),
+        ("http://127.0.0.1:8000", "http://localhost:8000", False),
+        ("http://example.com", "https://example.com", False),
+        ("http://example.com:8000", "http://example.com:8001", False),
+        ("http://example.com/a", "http://example.com/b", False),
+    ],
+)
+def test_same_root_compares_servers_not_spellings(first, second, same):
+    from callboard.client._api import same_root
+
+    assert same_root(first, second) is same
