@@ -26,6 +26,7 @@ STRICT_CSP = (
     "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+STRICT_CSP_HEADER = STRICT_CSP.encode()
 
 
 class SecurityHeaders:
@@ -42,7 +43,7 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers += [
-                    (b"content-security-policy", STRICT_CSP.encode()),
+                    (b"content-security-policy", STRICT_CSP_HEADER),
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer"),
