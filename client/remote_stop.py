@@ -26,7 +26,8 @@ class RemoteStop(keras.callbacks.Callback):
         run: run name to follow (used without a Callboard RemoteMonitor).
         project: project of that run.
         interval: seconds between polls.
-        token: API token.
+        token: API token (an ingest token is enough; with a Callboard
+            RemoteMonitor, the monitor's own token is used).
         headers: extra HTTP headers.
         client: an `httpx.Client` to send through (for tests).
 
