@@ -21,12 +21,25 @@ from .test_training import find_run, unique
 from .training import tiny_data, tiny_model
 
 
-def slow_epochs(seconds):
-    return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: time.sleep(seconds))
+def slow_epochs(seconds, hold_at=None, resume=None):
+    """Sleep `seconds` after each epoch; after epoch `hold_at`, wait until `resume` is set."""
+
+    def on_epoch_end(epoch, logs):
+        time.sleep(seconds)
+        if epoch == hold_at and not resume.wait(60):
+            raise AssertionError("the test never let training resume")
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
 
 
-def train_in_thread(root, name, epochs, epoch_seconds, **monitor_args):
+def train_in_thread(root, name, epochs, epoch_seconds, hold_at=None, **monitor_args):
+    """Train in a thread; with `hold_at`, the fit waits after that epoch until `resume.set()`.
+
+    Returns `(thread, result, resume)`: holding the fit while the server is down makes
+    the run's end arrive after the server is back, however slowly the server restarts.
+    """
     result = {}
+    resume = threading.Event()
 
     def train():
         x, y = tiny_data(64)
@@ -37,13 +50,13 @@ def train_in_thread(root, name, epochs, epoch_seconds, **monitor_args):
             verbose=0,
             callbacks=[
                 RemoteMonitor(root=root, run=name, **monitor_args),
-                slow_epochs(epoch_seconds),
+                slow_epochs(epoch_seconds, hold_at, resume),
             ],
         )
 
     thread = threading.Thread(target=train)
     thread.start()
-    return thread, result
+    return thread, result, resume
 
 
 def stored_epochs(root, run_id):
@@ -65,9 +78,10 @@ def test_server_down_at_start_then_up_stores_every_epoch_once(tmp_path):
     port = free_port()
     root = f"http://127.0.0.1:{port}"
     name = unique("down-then-up")
-    thread, _ = train_in_thread(root, name, epochs=10, epoch_seconds=0.4)
+    thread, _, resume = train_in_thread(root, name, epochs=10, epoch_seconds=0.4, hold_at=4)
     time.sleep(1.0)
     server = ServerProcess(f"sqlite:///{tmp_path / 'late.db'}", port=port).start()
+    resume.set()
     try:
         thread.join(60)
         run = wait_for_epochs(root, name, 10)
@@ -80,11 +94,12 @@ def test_server_down_at_start_then_up_stores_every_epoch_once(tmp_path):
 def test_server_killed_mid_run_and_restarted_loses_nothing(server_factory):
     server = server_factory()
     name = unique("killed-server")
-    thread, _ = train_in_thread(server.root, name, epochs=12, epoch_seconds=0.3)
+    thread, _, resume = train_in_thread(server.root, name, epochs=12, epoch_seconds=0.3, hold_at=6)
     wait_for_epochs(server.root, name, 3)
     server.kill()
     time.sleep(1.0)
     server.start()
+    resume.set()
     thread.join(60)
     run = wait_for_epochs(server.root, name, 12)
     assert stored_epochs(server.root, run["id"]) == list(range(12))
