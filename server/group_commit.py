@@ -10,7 +10,7 @@ exception; the others still commit. If the commit itself fails, every request
 of the group gets that error and nothing of the group is stored.
 
 A large request must not hold the writer while others wait: `run_in_turns`
-stores it in slices of about `TURN_SIZE`, each queued only once the one before
+stores it in slices of at most `TURN_SIZE`, each queued only once the one before
 has committed, so other requests' work joins the groups in between.
 
 Savepoints are sent straight to the driver (SQLAlchemy's cost more than a
@@ -26,9 +26,10 @@ import queue
 import threading
 
 log = logging.getLogger("callboard.server.writer")
-# Work per turn of a large request (in the caller's measure, e.g. metric values):
-# about a tenth of a second of writing, so others wait at most about that long.
-TURN_SIZE = 5_000
+# Work per turn of a large request, in the caller's measure (metric values): what the
+# client sends in one request at most, so its requests are one turn each; a larger one
+# (up to the server's cap) takes turns of a few tenths of a second.
+TURN_SIZE = 10_000
 
 
 def in_turns(items, size_of, limit=TURN_SIZE):

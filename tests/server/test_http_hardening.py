@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from callboard.server.auth import create_token
+from callboard.server.group_commit import TURN_SIZE
 from callboard.server.main import create_app
 from callboard.server.settings import Settings
 
@@ -211,15 +212,16 @@ def test_the_value_cap_takes_what_the_client_sends():
 
 def test_a_batch_stored_in_turns_is_stored_whole_and_once(api):
     run_id = create_run(api, "turns")
-    events = wide_events(12, 1000)  # 12,000 values: three turns of the writer
+    count = TURN_SIZE // 1000 + 2  # more values than one turn of the writer takes
+    events = wide_events(count, 1000)
     first = api.post(f"/api/v1/runs/{run_id}/events", json={"events": events[::-1]})
-    assert first.json() == {"accepted": 12, "duplicates": 0, "status": "running"}
+    assert first.json() == {"accepted": count, "duplicates": 0, "status": "running"}
     again = api.post(f"/api/v1/runs/{run_id}/events", json={"events": events})
-    assert again.json() == {"accepted": 0, "duplicates": 12, "status": "running"}
+    assert again.json() == {"accepted": 0, "duplicates": count, "status": "running"}
     points = api.get(f"/api/v1/runs/{run_id}/metrics/m999").json()["points"]
-    assert [p["step"] for p in points] == list(range(12))
+    assert [p["step"] for p in points] == list(range(count))
     stored = api.get(f"/api/v1/runs/{run_id}/events", params={"limit": 100}).json()["events"]
-    assert len(stored) == 12
+    assert len(stored) == count
 
 
 # The API docs: local assets under the strict CSP, and readers only once tokens exist.
