@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -96,6 +97,20 @@ async def current_principal(
             return get_principal(request, tokens)
     except NotCached:
         return await run_in_threadpool(get_principal, request, tokens)
+
+
+async def still_admitted(request: Request, scope) -> bool:
+    """True while the credential that opened `request` still grants `scope`.
+
+    For answers that last (live streams): a revoked token, an expired or closed
+    session, or a first token ending open mode make it False. Answers from the
+    token cache on the event loop, else looks up on a worker thread.
+    """
+    try:
+        principal = await current_principal(request, request.app.state.tokens)
+    except (HTTPException, OperationalError):
+        return False
+    return principal.can(scope)
 
 
 def require(*scopes):

@@ -55,6 +55,11 @@ class LiveHub:
         for subscription in targets:
             subscription.notify()
 
+    def subscriber_count(self):
+        """How many subscriptions are open (each counted once, whatever it watches)."""
+        with self._lock:
+            return len({sub for subs in self._subscribers.values() for sub in subs})
+
     def start(self):
         """Nothing to start in-process (`PostgresHub` starts its threads here)."""
 

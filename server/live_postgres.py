@@ -95,6 +95,10 @@ class PostgresHub:
         """Wake every subscriber of this replica."""
         self.local.publish_all()
 
+    def subscriber_count(self):
+        """How many subscriptions are open on this replica."""
+        return self.local.subscriber_count()
+
     @property
     def listening(self):
         """True while the listener holds a connection with `LISTEN` in place."""

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     lost_after_seconds: float = 60.0
     sweep_interval_seconds: float = 5.0
     stream_keepalive_seconds: float = 15.0
+    max_streams: int = 256  # live (SSE) streams served at once; more get 503
     default_max_points: int = 2000
     max_body_bytes: int = 8 * 1024 * 1024
     max_values_per_request: int = 50_000

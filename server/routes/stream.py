@@ -2,17 +2,26 @@
 
 Each message carries an `id`; a browser reconnecting with `Last-Event-ID`
 (EventSource does it by itself) gets everything it missed, read from the database.
+
+Every open stream re-checks its caller's token or session every
+`AUTH_CHECK_SECONDS` (through the token cache) and ends once it no longer admits
+them: a revoked token or an expired session stops delivering within seconds.
+
+Memory: a stream holds at most `BATCH` messages, as text, while a slow reader
+drains them, and a server serves at most `Settings.max_streams` streams at once
+(more get 503 with `Retry-After`).
 """
 
 import json
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import DatabaseDep, HubDep, Reader, RowId, SettingsDep
+from ..deps import DatabaseDep, HubDep, Reader, RowId, SettingsDep, still_admitted
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Event, Project, Run
 from ..views import event_view, run_summary
@@ -20,7 +29,9 @@ from ..views import event_view, run_summary
 router = APIRouter(tags=["live"])
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-BATCH = 2000
+BATCH = 200  # messages read, and held until a slow reader takes them, per stream
+AUTH_CHECK_SECONDS = 2.0  # the token cache's lifetime: a re-check sees a revocation
+STREAMS_BUSY_RETRY_SECONDS = 5
 
 
 def sse_message(data, event=None, message_id=None):
@@ -33,11 +44,78 @@ def sse_message(data, event=None, message_id=None):
     return "\n".join(lines) + "\n\n"
 
 
+class StreamSlots:
+    """Counts the streams open on this server and refuses more than `limit` (503)."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.open = 0
+
+    def take(self):
+        if self.open >= self.limit:
+            raise HTTPException(
+                status_code=503,
+                detail=f"this server already serves {self.limit} live streams: retry shortly",
+                headers={"Retry-After": str(STREAMS_BUSY_RETRY_SECONDS)},
+            )
+        self.open += 1
+
+    def give_back(self):
+        self.open -= 1
+
+
+def stream_slots(app):
+    """The app's `StreamSlots`, made on first use (streams run on the event loop only)."""
+    slots = getattr(app.state, "stream_slots", None)
+    if slots is None:
+        slots = app.state.stream_slots = StreamSlots(app.state.settings.max_streams)
+    return slots
+
+
+class LiveStream(StreamingResponse):
+    """A server-sent events answer holding one of the server's stream slots until it ends."""
+
+    def __init__(self, request, messages):
+        self.slots = stream_slots(request.app)
+        self.slots.take()
+        super().__init__(messages, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slots.give_back()
+
+
+async def next_wakeup(request, subscription, keepalive_seconds):
+    """Wait for a change on `subscription`: True on one, False when a keepalive is due,
+    None once the caller's credential no longer admits them (the stream must end).
+
+    The credential is re-checked every `AUTH_CHECK_SECONDS` meanwhile.
+    """
+    deadline = time.monotonic() + keepalive_seconds
+    while True:
+        left = deadline - time.monotonic()
+        changed = await subscription.wait(max(0.0, min(AUTH_CHECK_SECONDS, left)))
+        if not await still_admitted(request, "read"):
+            return None
+        if changed:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+
+
 def _cursor(last_event_id, after):
     try:
         return float(last_event_id) if last_event_id else (after or 0)
     except ValueError:
         raise HTTPException(status_code=400, detail="Last-Event-ID must be a number") from None
+
+
+def _find_run(database, run_id, principal):
+    with database.reader() as session:
+        run = session.get(Run, run_id)
+        return run is not None and principal.sees_project(run.project.name)
 
 
 def _read_run_changes(database, run_id, after_id):
@@ -52,8 +130,16 @@ def _read_run_changes(database, run_id, after_id):
         return run_summary(run), [event_view(event) for event in events]
 
 
+def _run_messages(database, run_id, after_id):
+    """`(run summary, its events after after_id as SSE text, last event id, event count)`."""
+    run, events = _read_run_changes(database, run_id, after_id)
+    text = "".join(sse_message(event, message_id=event["id"]) for event in events)
+    return run, text, (events[-1]["id"] if events else after_id), len(events)
+
+
 @router.get("/runs/{run_id}/stream")
 async def stream_run(
+    request: Request,
     run_id: RowId,
     database: DatabaseDep,
     hub: HubDep,
@@ -63,10 +149,8 @@ async def stream_run(
     after: Annotated[int | None, Query(ge=0, description="event id to start after")] = None,
 ):
     """The run's events (`message`, id = event id) and its status (`run`), live."""
-    with database.reader() as session:
-        run = session.get(Run, run_id)
-        if run is None or not principal.sees_project(run.project.name):
-            raise HTTPException(status_code=404, detail=f"run {run_id} not found")
+    if not await run_in_threadpool(_find_run, database, run_id, principal):
+        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
     cursor = int(_cursor(last_event_id, after))
 
     async def messages():
@@ -75,19 +159,23 @@ async def stream_run(
             yield "retry: 1000\n\n"
             last_run = None
             while True:
-                run, events = await run_in_threadpool(_read_run_changes, database, run_id, cursor)
-                for event in events:
-                    cursor = event["id"]
-                    yield sse_message(event, message_id=cursor)
+                run, text, cursor, count = await run_in_threadpool(
+                    _run_messages, database, run_id, cursor
+                )
+                if text:
+                    yield text
                 if run != last_run:
                     last_run = run
                     yield sse_message(run, event="run")
-                if len(events) == BATCH:
+                if count == BATCH:
                     continue
-                if not await subscription.wait(settings.stream_keepalive_seconds):
+                woken = await next_wakeup(request, subscription, settings.stream_keepalive_seconds)
+                if woken is None:
+                    return
+                if not woken:
                     yield ": keepalive\n\n"
 
-    return StreamingResponse(messages(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return LiveStream(request, messages())
 
 
 def _read_runs_changes(database, since, project):
@@ -99,8 +187,19 @@ def _read_runs_changes(database, since, project):
         return [run_summary(run) for run in runs]
 
 
+def _runs_messages(database, since, project):
+    """`(runs changed after since as SSE text, the newest update time, run count)`."""
+    runs = _read_runs_changes(database, since, project)
+    messages = []
+    for run in runs:
+        since = max(since, run["updated_at"])
+        messages.append(sse_message(run, event="run", message_id=repr(since)))
+    return "".join(messages), since, len(runs)
+
+
 @router.get("/stream")
 async def stream_runs(
+    request: Request,
     database: DatabaseDep,
     hub: HubDep,
     settings: SettingsDep,
@@ -116,15 +215,17 @@ async def stream_runs(
         with hub.subscribe(RUNS_CHANNEL) as subscription:
             yield "retry: 1000\n\n"
             while True:
-                runs = await run_in_threadpool(
-                    _read_runs_changes, database, cursor, principal.project
+                text, cursor, count = await run_in_threadpool(
+                    _runs_messages, database, cursor, principal.project
                 )
-                for run in runs:
-                    cursor = max(cursor, run["updated_at"])
-                    yield sse_message(run, event="run", message_id=repr(cursor))
-                if len(runs) == BATCH:
+                if text:
+                    yield text
+                if count == BATCH:
                     continue
-                if not await subscription.wait(settings.stream_keepalive_seconds):
+                woken = await next_wakeup(request, subscription, settings.stream_keepalive_seconds)
+                if woken is None:
+                    return
+                if not woken:
                     yield ": keepalive\n\n"
 
-    return StreamingResponse(messages(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return LiveStream(request, messages())

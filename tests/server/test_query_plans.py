@@ -17,7 +17,7 @@ from callboard.server import migrate
 from callboard.server.control import CONTROL_QUERY
 from callboard.server.lifecycle import mark_silent_runs
 from callboard.server.main import create_app
-from callboard.server.routes.stream import _read_run_changes, _read_runs_changes
+from callboard.server.routes.stream import BATCH, _read_run_changes, _read_runs_changes
 from callboard.server.series import read_series
 from callboard.server.settings import Settings
 
@@ -201,10 +201,10 @@ def test_runs_list_of_one_project_uses_ix_runs_project_created(app):
 
 
 def test_stream_reads_a_long_run_from_the_start_in_index_order(app):
-    # A new browser on a run with 20,000 events: the first 2,000 straight off the index.
+    # A new browser on a run with 20,000 events: the first batch straight off the index.
     with captured(app) as statements:
         _run, events = _read_run_changes(app.state.database, 1, 0)
-    assert [event["seq"] for event in events] == list(range(1, 2001))
+    assert [event["seq"] for event in events] == list(range(1, BATCH + 1))
     [nodes] = the_plan(app, statements, "events")
     assert_uses([nodes], "ix_events_run_id")
     assert not [node for node in nodes if "Sort" in node["Node Type"]]

@@ -1,0 +1,75 @@
+"""Live streams are bounded: a cap answered with 503, and nothing left behind once they close."""
+
+import contextlib
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from callboard.server.main import create_app
+from callboard.server.process import free_port
+from callboard.server.routes.stream import BATCH, stream_slots
+
+from .helpers import create_run, epoch_event, post_events
+
+
+@pytest.fixture
+def served(settings):
+    """The app served by uvicorn in this process (SQLite and PostgreSQL): `(app, root)`."""
+    app = create_app(settings.model_copy(update={"max_streams": 2}))
+    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    yield app, f"http://127.0.0.1:{server.config.port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def wait_for(condition, what, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_stream_cap_answers_503_and_closed_streams_leave_nothing_behind(served):
+    app, root = served
+    with httpx.Client(base_url=root, timeout=10) as client:
+        run_id = create_run(client, "watched")
+        for _round in range(2):
+            with contextlib.ExitStack() as streams:
+                open_lines = []  # each stream's line iterator, kept: dropping one closes it
+                for path in (f"/api/v1/runs/{run_id}/stream", "/api/v1/stream"):
+                    response = streams.enter_context(client.stream("GET", path))
+                    assert response.status_code == 200
+                    open_lines.append(response.iter_lines())
+                    assert next(open_lines[-1]) == "retry: 1000"
+                wait_for(lambda: app.state.hub.subscriber_count() == 2, "streams not subscribed")
+                refused = client.get("/api/v1/stream")
+                assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+                assert "2 live streams" in refused.json()["detail"]
+            wait_for(lambda: app.state.hub.subscriber_count() == 0, "subscribers left behind")
+            wait_for(lambda: stream_slots(app).open == 0, "stream slots left taken")
+
+
+def test_a_long_run_streams_in_bounded_batches(served):
+    _app, root = served
+    with httpx.Client(base_url=root, timeout=10) as client:
+        run_id = create_run(client, "long")
+        total = BATCH * 2 + 5
+        events = [epoch_event(seq, seq - 1, loss=1.0 / seq) for seq in range(1, total + 1)]
+        post_events(client, run_id, *events)
+        seqs = []
+        with client.stream("GET", f"/api/v1/runs/{run_id}/stream") as response:
+            for line in response.iter_lines():
+                if line.startswith("id:"):
+                    seqs.append(int(line[3:]))
+                if len(seqs) == total:
+                    break
+        assert len(set(seqs)) == total and seqs == sorted(seqs)
