@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -13,12 +13,15 @@ from .db import Database
 from .ingest import lock_run
 from .live import LiveHub
 from .models import Run
+from .schemas import MAX_BIGINT
 from .settings import Settings
 
 SESSION_COOKIE = "callboard_session"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # A row id in a path: a positive 64-bit integer, so no id overflows the database.
-RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+RowId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
+# A row id to read after (0: from the first), in a query: bounded alike.
+AfterRowId = Annotated[int, Query(ge=0, le=MAX_BIGINT, description="row id to start after")]
 
 
 async def get_settings(request: Request) -> Settings:

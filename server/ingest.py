@@ -72,7 +72,7 @@ def create_run(session, spec, source="client"):
         name=spec.name or automatic_run_name(now),
         status="running",
         source=source,
-        config=json_safe(spec.config),
+        config=spec.config,  # validated `JsonObject`s are already `json_safe`
         tags=spec.tags,
         host=spec.host,
         versions=spec.versions,
@@ -266,7 +266,7 @@ def _insert_events(cursor, dialect, run_id, events, now):
                 when,
                 now,
                 json_dumps(_finite_names(metrics)) if metrics else "{}",
-                json_dumps(json_safe(event.data)) if event.data else "{}",
+                json_dumps(event.data) if event.data else "{}",
             )
         )
         if metrics:
@@ -340,7 +340,7 @@ def _apply_to_run(run, events, now):
             epochs_done = max(epochs_done, event.epoch + 1)
             last_epoch = max(last_epoch if last_epoch is not None else -1, event.epoch)
         elif kind == "train_begin":
-            run["params"] = json_safe(event.data)
+            run["params"] = event.data
             run["status"] = "running"
             run["ended_at"] = None
         elif kind == "train_end":

@@ -12,10 +12,10 @@ from .ingest import (
     get_or_create_project,
     ingest_events,
 )
-from .models import ENDED_STATUSES, STOCK_SOURCES, Project, Run
-from .schemas import NAME_PATTERN, EventIn, RunCreate
+from .models import ENDED_STATUSES, STOCK_SOURCES, Event, Project, Run
+from .schemas import MAX_KEY_LENGTH, MAX_KEYS_PER_EVENT, EventIn, RunCreate
 from .stock_runs import StockClient, clash_messages, continued_run
-from .values import parse_number
+from .values import json_safe, parse_number
 
 NAMED, AUTOMATIC = STOCK_SOURCES
 MAX_EPOCH = 2**31 - 1  # epochs are INTEGER columns
@@ -30,7 +30,8 @@ def parse_epoch_post(body):
     """Return `(epoch, metrics)` from a stock RemoteMonitor body, form or JSON.
 
     The body is sniffed, not trusted to match its Content-Type. Bare `NaN`,
-    `Infinity` and `-Infinity` tokens are kept.
+    `Infinity` and `-Infinity` tokens are kept. Metric names are as sent:
+    `schemas.keep_valid_metrics` sorts out those an event may not hold.
 
     Example:
         >>> parse_epoch_post(b'data=%7B%22epoch%22%3A+0%2C+%22loss%22%3A+NaN%7D')
@@ -51,10 +52,6 @@ def parse_epoch_post(body):
         raise BadPost(f"'epoch' must be an integer from 0 to {MAX_EPOCH}, got {epoch!r}")
     metrics = {}
     for key, value in payload.items():
-        if not key or len(key) > 200 or not NAME_PATTERN.fullmatch(key):
-            raise BadPost(
-                f"metric name {key[:50]!r} must be 1 to 200 characters, none of them control"
-            )
         try:
             metrics[key] = parse_number(value)
         except ValueError as exc:
@@ -83,14 +80,17 @@ def _load_json(text):
         raise BadPost("invalid JSON: nested too deeply") from None
 
 
-def record_epoch(session, epoch, metrics, run_name=None, project="default", client=None):
+def record_epoch(
+    session, epoch, metrics, run_name=None, project="default", client=None, dropped=()
+):
     """Store one stock-RemoteMonitor epoch; return the run it went to.
 
     Posts go to a live stock-fed run of that name (or an unnamed one) that the
     same `client` (a `StockClient`) started, as `stock_runs.continued_run`
     picks it; a new run of that name starts when the epoch counter falls back,
     the client differs, or the run ended. A run started while another of its
-    name is live gets a warning event, and so does the other.
+    name is live gets a warning event, and so does the other. Metric names in
+    `dropped` (left out of `metrics`) get a warning on the run, once per name.
     """
     client = client or StockClient()
     project_row = get_or_create_project(session, project)
@@ -117,7 +117,30 @@ def record_epoch(session, epoch, metrics, run_name=None, project="default", clie
     ingest_events(session, run, [event])
     if started and live:
         _warn_clash(session, run, live, run_name, client)
+    warn_dropped_metrics(session, run, dropped)
     return run
+
+
+def warn_dropped_metrics(session, run, dropped):
+    """A `warning` event naming the metrics left out of the run, once per name."""
+    if not dropped:
+        return
+    warned = set()
+    for data in session.scalars(
+        select(Event.data).where(Event.run_id == run.id, Event.kind == "warning")
+    ):
+        warned.update((data or {}).get("dropped", ()))
+    new = [key for key in dict.fromkeys(json_safe(list(dropped))) if key not in warned]
+    if not new:
+        return
+    shown = ", ".join(repr(key[:60]) for key in new[:5]) + (", ..." if len(new) > 5 else "")
+    message = (
+        f"dropped {len(new)} metric(s): {shown}. A metric name is 1 to {MAX_KEY_LENGTH} "
+        f"characters, no control character, and an epoch holds at most {MAX_KEYS_PER_EVENT}"
+    )
+    add_server_event(
+        session, run, "warning", {"message": message, "dropped": new[:MAX_KEYS_PER_EVENT]}
+    )
 
 
 def _warn_clash(session, new_run, live, run_name, client):

@@ -7,6 +7,9 @@ same 401/403/422 answers, pydantic's own JSON parser (NaN tokens accepted),
 and an OpenAPI description of their input (`documented_input`).
 """
 
+import functools
+import json
+import re
 from typing import Annotated, Any
 
 import orjson
@@ -16,11 +19,13 @@ from pydantic import Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from .deps import current_principal, require
+from .schemas import MAX_BIGINT
 
 # Bodies up to this size are parsed on the event loop; larger ones on a worker thread,
 # so one large request does not hold up everyone else's.
 ON_THE_LOOP_BYTES = 64 * 1024
-ROW_ID = TypeAdapter(Annotated[int, Field(ge=1, le=2**63 - 1)])
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+ROW_ID = TypeAdapter(Annotated[int, Field(ge=1, le=MAX_BIGINT)])  # as `deps.RowId`
 VALIDATION_ERROR = {
     "description": "Validation Error",
     "content": {
@@ -53,7 +58,8 @@ async def json_body(request: Request, model):
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
-    validate = model.model_validate_json if _is_json(request.headers.get("content-type")) else None
+    is_json = _is_json(request.headers.get("content-type"))
+    validate = functools.partial(validate_json, model) if is_json else None
     try:
         if validate is None:
             return model.model_validate(body)
@@ -62,6 +68,25 @@ async def json_body(request: Request, model):
         return validate(body)
     except ValidationError as exc:
         raise _invalid(exc, ("body",)) from None
+
+
+def validate_json(model, body):
+    """`model.model_validate_json(body)`, which refuses lone surrogate escapes (`"\\ud800"`).
+
+    Such text is read by the standard library instead; the models' text types
+    then keep it with U+FFFD in place of each lone surrogate.
+    """
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] != "json_invalid" or not SURROGATE_ESCAPE.search(body):
+            raise
+        refused = exc
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        raise refused from None
+    return model.model_validate(parsed)
 
 
 def json_answer(value: Any, status_code=200):

@@ -17,9 +17,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from .deps import RowId, SessionDep
+from .lean import ROW_ID
 from .models import RUN_STATUSES, Event, Project, Run
 from .routes import login
 from .routes.login import PageReader
@@ -144,13 +146,19 @@ def run_page(request: Request, run_id: RowId, session: SessionDep, principal: Pa
 
 
 def parse_ids(values):
-    """`["1,2", "3"]` → `[1, 2, 3]`: ids from `?ids=1,2` or repeated `?ids=` (form checkboxes)."""
+    """`["1,2", "3"]` → `[1, 2, 3]`: ids from `?ids=1,2` or repeated `?ids=` (form checkboxes).
+
+    Parts that are not row ids (`x`, `²`, `0`, beyond 64 bits) are left out.
+    """
     ids = []
     for value in values:
         for part in value.split(","):
-            part = part.strip()
-            if part.isdigit() and int(part) not in ids:
-                ids.append(int(part))
+            try:
+                run_id = ROW_ID.validate_python(part.strip())
+            except ValidationError:
+                continue
+            if run_id not in ids:
+                ids.append(run_id)
     return ids[:MAX_COMPARED]
 
 

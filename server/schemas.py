@@ -3,13 +3,25 @@
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+)
 
-from .values import encode_number, parse_number
+from .values import encode_number, json_safe, parse_number, storable_text, valid_unicode
 
 MAX_EVENTS_PER_BATCH = 5000
 MAX_KEYS_PER_EVENT = 1000
-NAME_PATTERN = re.compile(r"^[^\x00-\x1f]+$")
+PRINTABLE = r"[^\x00-\x1f]"  # names and metric keys hold no control character
+NAME_PATTERN = re.compile(f"^{PRINTABLE}+$")
 KIND_PATTERN = r"^[a-z][a-z0-9_.:-]{0,63}$"
 
 # Integer columns: BIGINT for seqs and steps, INTEGER for epochs.
@@ -34,12 +46,78 @@ def limit_nesting(value, depth=0):
     return value
 
 
-JsonObject = Annotated[dict[str, Any], AfterValidator(limit_nesting)]
+def storable_json(value):
+    """`limit_nesting`, then `json_safe`: JSON that any database stores and answers carry."""
+    return json_safe(limit_nesting(value))
+
+
+def valid_unicode_keys(value):
+    """A dict's keys through `valid_unicode` (done once per dict: keys are many and ASCII)."""
+    if isinstance(value, dict) and not all(map(_is_ascii, value)):
+        return {valid_unicode(key): item for key, item in value.items()}
+    return value
+
+
+def _is_ascii(key):
+    return not isinstance(key, str) or key.isascii()
+
+
+# Where text enters: names and metric keys refuse control characters (NUL included);
+# free text keeps them but NUL. Lone surrogates become U+FFFD everywhere (`values`).
+JsonObject = Annotated[dict[str, Any], AfterValidator(storable_json)]
+Text = Annotated[str, BeforeValidator(storable_text)]
 MetricValue = Annotated[
     float, BeforeValidator(parse_number), PlainSerializer(encode_number, return_type=Any)
 ]
-MetricKey = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+MetricKey = Annotated[
+    str, Field(min_length=1, max_length=MAX_KEY_LENGTH, pattern=NAME_PATTERN.pattern)
+]
+Metrics = Annotated[
+    dict[MetricKey, MetricValue],
+    BeforeValidator(valid_unicode_keys),
+    Field(max_length=MAX_KEYS_PER_EVENT),
+]
+Name = Annotated[
+    str,
+    BeforeValidator(valid_unicode),
+    Field(min_length=1, max_length=200, pattern=NAME_PATTERN.pattern),
+]
+NamePart = Annotated[
+    str, BeforeValidator(valid_unicode), Field(max_length=200, pattern=f"^{PRINTABLE}*$")
+]
+METRIC_KEY = TypeAdapter(MetricKey)
+
+
+def keep_valid_metrics(metrics):
+    """Split `{key: value}` into the metrics an event may hold and the keys it may not.
+
+    Returns `(kept, dropped)`: lone surrogates in keys become U+FFFD; keys
+    `MetricKey` refuses, and those past `MAX_KEYS_PER_EVENT`, are dropped.
+    """
+    kept, dropped = {}, []
+    for key, value in valid_unicode_keys(metrics).items():
+        try:
+            METRIC_KEY.validate_python(key)
+        except ValidationError:
+            dropped.append(key)
+            continue
+        if len(kept) < MAX_KEYS_PER_EVENT:
+            kept[key] = value
+        else:
+            dropped.append(key)
+    return kept, dropped
+
+
+async def validation_error_answer(request, exc):
+    """FastAPI's 422 `{"detail": [errors]}`, with echoed inputs made strict JSON.
+
+    An input may hold infinity (`1e999`), a lone surrogate or bytes, which
+    the default answer fails to encode (a 500).
+    """
+    errors = jsonable_encoder(
+        exc.errors(), custom_encoder={bytes: lambda raw: raw.decode("utf-8", "replace")}
+    )
+    return JSONResponse({"detail": json_safe(errors)}, status_code=422)
 
 
 class Strict(BaseModel):
@@ -53,9 +131,9 @@ class RunCreate(Strict):
     name: Name | None = None
     project: Name = "default"
     config: JsonObject = Field(default_factory=dict)
-    tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=50)
-    host: Annotated[str, Field(max_length=255)] | None = None
-    versions: dict[str, Annotated[str, Field(max_length=100)]] = Field(default_factory=dict)
+    tags: list[Annotated[Text, Field(max_length=100)]] = Field(default_factory=list, max_length=50)
+    host: Annotated[Text, Field(max_length=255)] | None = None
+    versions: dict[Text, Annotated[Text, Field(max_length=100)]] = Field(default_factory=dict)
 
 
 class EventIn(Strict):
@@ -64,9 +142,7 @@ class EventIn(Strict):
     time: float | None = Field(default=None, allow_inf_nan=False)
     epoch: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
     step: int | None = Field(default=None, ge=0, le=MAX_BIGINT)
-    metrics: dict[MetricKey, MetricValue] = Field(
-        default_factory=dict, max_length=MAX_KEYS_PER_EVENT
-    )
+    metrics: Metrics = Field(default_factory=dict)
     data: JsonObject = Field(default_factory=dict)
 
 
@@ -75,7 +151,7 @@ class EventBatch(Strict):
 
 
 class StopRequest(Strict):
-    reason: Annotated[str, Field(max_length=1000)] | None = None
+    reason: Annotated[Text, Field(max_length=1000)] | None = None
 
 
 RunStatus = Literal["running", "finished", "stopped", "failed", "lost"]

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import select
 
-from ..deps import Reader, RunDep, SessionDep
+from ..deps import AfterRowId, Reader, RunDep, SessionDep
 from ..group_commit import in_turns
 from ..ingest import RunNotFound, store_events
 from ..lean import authorize, documented_input, json_answer, json_body, row_id
@@ -74,7 +74,7 @@ def list_events(
     session: SessionDep,
     _: Reader,
     kind: Annotated[str | None, Query(pattern=KIND_PATTERN)] = None,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: AfterRowId = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     include_metrics: bool = True,
 ):

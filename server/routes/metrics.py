@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from ..deps import RunDep, SessionDep, require
 from ..lean import json_answer
+from ..schemas import MAX_BIGINT
 from ..series import read_series
 
 router = APIRouter(
@@ -25,7 +26,7 @@ def metric_series(
     key: str,
     session: SessionDep,
     max_points: Annotated[int | None, Query(ge=2, le=100_000)] = None,
-    after_step: int | None = None,
+    after_step: Annotated[int | None, Query(ge=-MAX_BIGINT, le=MAX_BIGINT)] = None,
 ):
     """One metric's points by step; `max_points` downsamples keeping each bucket's min and max."""
     if key not in (run.summary or {}):

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from ..deps import DatabaseDep, HubDep, Ingester, check_project
 from ..keras_compat import BadPost, parse_epoch_post, record_epoch
 from ..live import RUNS_CHANNEL, run_channel
-from ..schemas import Name
+from ..schemas import Name, keep_valid_metrics
 from ..stock_runs import StockClient
 
 router = APIRouter(tags=["keras compatibility"])
@@ -35,16 +35,25 @@ async def publish_epoch_end(
         epoch, metrics = parse_epoch_post(body)
     except BadPost as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
+    metrics, dropped = keep_valid_metrics(metrics)  # a bad name costs its metric, not the epoch
     client = StockClient.of(request)
-    run_id = await run_in_threadpool(_store, database, epoch, metrics, run, project, client)
+    run_id = await run_in_threadpool(
+        _store, database, epoch, metrics, run, project, client, dropped
+    )
     hub.publish(run_channel(run_id), RUNS_CHANNEL)
-    return {"run_id": run_id, "epoch": epoch}
+    return {"run_id": run_id, "epoch": epoch, "dropped": dropped}
 
 
-def _store(database, epoch, metrics, run_name, project, client):
+def _store(database, epoch, metrics, run_name, project, client, dropped):
     with database.writer() as session:
         run = record_epoch(
-            session, epoch, metrics, run_name=run_name, project=project, client=client
+            session,
+            epoch,
+            metrics,
+            run_name=run_name,
+            project=project,
+            client=client,
+            dropped=dropped,
         )
         session.commit()
         return run.id

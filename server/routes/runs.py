@@ -1,12 +1,12 @@
 """Runs: create, list, read, heartbeat, export."""
 
-import json
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import String, cast, func, select
 
+from ..db import json_dumps
 from ..deps import (
     HubDep,
     Ingester,
@@ -22,7 +22,7 @@ from ..export import epochs_csv
 from ..ingest import UidTaken, create_run
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Project, Run
-from ..schemas import RunCreate, RunStatus
+from ..schemas import Name, NamePart, RunCreate, RunStatus, Text
 from ..views import run_detail, run_summary
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -65,11 +65,11 @@ def create(
 def list_runs(
     session: SessionDep,
     principal: Reader,
-    name: str | None = None,
-    project: str | None = None,
+    name: Annotated[Name | None, Query()] = None,
+    project: Annotated[Name | None, Query()] = None,
     status: RunStatus | None = None,
-    tag: str | None = None,
-    q: Annotated[str | None, Query(max_length=200, description="substring of the name")] = None,
+    tag: Annotated[Text | None, Query(max_length=100)] = None,
+    q: Annotated[NamePart | None, Query(description="substring of the name")] = None,
     sort: Annotated[str, Query(pattern="^(" + "|".join(SORTS) + ")$")] = "newest",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
@@ -91,8 +91,8 @@ def list_runs(
     if q:
         query = query.where(Run.name.contains(q, autoescape=True))
     if tag:
-        # Tags are a JSON list; its text holds the tag as a JSON string.
-        query = query.where(cast(Run.tags, String).contains(json.dumps(tag), autoescape=True))
+        # Tags are a JSON list; its text holds the tag as a JSON string, as `json_dumps` wrote it.
+        query = query.where(cast(Run.tags, String).contains(json_dumps(tag), autoescape=True))
     total = session.scalar(select(func.count()).select_from(query.subquery()))
     runs = session.scalars(query.order_by(*SORTS[sort]).limit(limit).offset(offset)).all()
     return {

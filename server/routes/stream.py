@@ -18,10 +18,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import DatabaseDep, HubDep, Reader, RowId, SettingsDep, still_admitted
+from ..deps import AfterRowId, DatabaseDep, HubDep, Reader, RowId, SettingsDep, still_admitted
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Event, Project, Run
 from ..views import event_view, run_summary
@@ -42,6 +43,10 @@ def sse_message(data, event=None, message_id=None):
         lines.append(f"event: {event}")
     lines.append("data: " + json.dumps(data, separators=(",", ":")))
     return "\n".join(lines) + "\n\n"
+
+
+EVENT_CURSOR = TypeAdapter(AfterRowId)  # a run stream's message ids are event ids
+TIME_CURSOR = TypeAdapter(Annotated[float, Field(ge=0, allow_inf_nan=False)])  # update times
 
 
 class StreamSlots:
@@ -105,11 +110,17 @@ async def next_wakeup(request, subscription, keepalive_seconds):
             return False
 
 
-def _cursor(last_event_id, after):
+def _cursor(last_event_id, after, kind):
+    """Where a stream starts: the `Last-Event-ID` a browser sends back, else `after`, else 0."""
+    if not last_event_id:
+        return after or 0
     try:
-        return float(last_event_id) if last_event_id else (after or 0)
-    except ValueError:
-        raise HTTPException(status_code=400, detail="Last-Event-ID must be a number") from None
+        return kind.validate_python(last_event_id)
+    except ValidationError:
+        what = "an event id" if kind is EVENT_CURSOR else "an update time"
+        raise HTTPException(
+            status_code=400, detail=f"Last-Event-ID must be {what} this stream sent"
+        ) from None
 
 
 def _find_run(database, run_id, principal):
@@ -146,12 +157,12 @@ async def stream_run(
     settings: SettingsDep,
     principal: Reader,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="event id to start after")] = None,
+    after: AfterRowId = 0,
 ):
     """The run's events (`message`, id = event id) and its status (`run`), live."""
     if not await run_in_threadpool(_find_run, database, run_id, principal):
         raise HTTPException(status_code=404, detail=f"run {run_id} not found")
-    cursor = int(_cursor(last_event_id, after))
+    cursor = _cursor(last_event_id, after, EVENT_CURSOR)
 
     async def messages():
         nonlocal cursor
@@ -205,10 +216,12 @@ async def stream_runs(
     settings: SettingsDep,
     principal: Reader,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[float | None, Query(ge=0, description="update time to start after")] = None,
+    after: Annotated[
+        float | None, Query(ge=0, allow_inf_nan=False, description="update time to start after")
+    ] = None,
 ):
     """Every change to any run (`run` messages, id = the run's update time), live."""
-    cursor = _cursor(last_event_id, after)
+    cursor = _cursor(last_event_id, after, TIME_CURSOR)
 
     async def messages():
         nonlocal cursor
