@@ -71,13 +71,8 @@ def test_serve_on_a_public_address_requires_tokens_for_life(public_server):
         time.sleep(0.2)
     assert HINT in answer.json()["detail"]
     # The recovery the hint gives works while the server runs.
-    token = make_token(f"sqlite:///{path}", "recovered", "admin")
+    recovered = {"Authorization": f"Bearer {make_token(f'sqlite:///{path}', 'new', 'admin')}"}
     deadline = time.monotonic() + 10
-    while (
-        httpx.get(
-            f"{server.root}/api/v1/runs", headers={"Authorization": f"Bearer {token}"}
-        ).status_code
-        != 200
-    ):
+    while httpx.get(f"{server.root}/api/v1/runs", headers=recovered).status_code != 200:
         assert time.monotonic() < deadline, "a token made with the hint's command was refused"
         time.sleep(0.2)
