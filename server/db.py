@@ -10,6 +10,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
+from .values import json_safe
+
 
 def normalize_url(url):
     """Pick our drivers: `postgresql://` means psycopg 3.
@@ -81,12 +83,13 @@ def json_dumps(value):
 
 
 def json_loads(text):
+    """A JSON column's value; one stored before `json_safe` existed reads back JSON-safe too."""
     if orjson is not None:
         try:
             return orjson.loads(text)
-        except orjson.JSONDecodeError:  # e.g. NaN tokens the standard library wrote
+        except orjson.JSONDecodeError:  # NaN tokens or lone surrogates the standard library wrote
             pass
-    return json.loads(text)
+    return json_safe(json.loads(text))
 
 
 def _configure_sqlite(engine, write_lock):

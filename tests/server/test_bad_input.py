@@ -9,6 +9,9 @@ import json
 from urllib.parse import urlencode
 
 import pytest
+import sqlalchemy
+
+from callboard.server.db import normalize_url
 
 from .helpers import create_run, epoch_event, post_events
 
@@ -233,3 +236,18 @@ def test_a_surrogate_in_a_stock_metric_name_is_stored_replaced(api, as_form):
     assert answer.json()["dropped"] == []
     run = api.get(f"/api/v1/runs/{answer.json()['run_id']}").json()
     assert run["last"] == {f"acc{REPLACED}": 1.0, "loss": 0.5}
+
+
+def test_a_run_stored_with_a_lone_surrogate_before_the_fix_reads_back(api, settings):
+    run_id = create_run(api)
+    engine = sqlalchemy.create_engine(normalize_url(settings.database_url))
+    with engine.begin() as connection:  # as json.dumps wrote it when orjson refused the text
+        connection.execute(
+            sqlalchemy.text("UPDATE runs SET config = :config WHERE id = :id"),
+            {"config": '{"k\\ud800": ["\\udfff", 1]}', "id": run_id},
+        )
+    engine.dispose()
+    answer = api.get(f"/api/v1/runs/{run_id}")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["config"] == {f"k{REPLACED}": [REPLACED, 1]}
+    assert api.get(f"/runs/{run_id}").status_code == 200
