@@ -100,7 +100,7 @@ def documented_path(path_ids=("run_id",)):
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_BIGINT},
         }
         for name in path_ids
     ]

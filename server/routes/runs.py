@@ -22,7 +22,7 @@ from ..export import epochs_csv
 from ..ingest import UidTaken, create_run
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Project, Run
-from ..schemas import Name, NamePart, RunCreate, RunStatus, Text
+from ..schemas import MAX_BIGINT, Name, NamePart, RunCreate, RunStatus, Text
 from ..views import run_detail, run_summary
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -72,7 +72,7 @@ def list_runs(
     q: Annotated[NamePart | None, Query(description="substring of the name")] = None,
     sort: Annotated[str, Query(pattern="^(" + "|".join(SORTS) + ")$")] = "newest",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ):
     """Runs, newest first, filtered by exact name, project, status, tag or name substring."""
     if principal.project is not None:
