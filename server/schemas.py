@@ -155,4 +155,10 @@ class StopRequest(Strict):
     reason: Annotated[Text, Field(max_length=1000)] | None = None
 
 
+class Problem(BaseModel):
+    """An error answer: `detail` says what is wrong (a list of field errors for a bad request)."""
+
+    detail: str | list[Any]
+
+
 RunStatus = Literal["running", "finished", "stopped", "failed", "lost"]

@@ -8,13 +8,16 @@ from starlette.concurrency import run_in_threadpool
 from ..deps import DatabaseDep, HubDep, Ingester, check_project
 from ..keras_compat import BadPost, parse_epoch_post, record_epoch
 from ..live import RUNS_CHANNEL, run_channel
-from ..schemas import Name, keep_valid_metrics
+from ..schemas import Name, Problem, keep_valid_metrics
 from ..stock_runs import StockClient
 
 router = APIRouter(tags=["keras compatibility"])
 
 
-@router.post("/publish/epoch/end/")
+@router.post(
+    "/publish/epoch/end/",
+    responses={422: {"model": Problem, "description": "a body Keras never sends, or bad query"}},
+)
 async def publish_epoch_end(
     request: Request,
     database: DatabaseDep,
