@@ -114,8 +114,8 @@ class RecordingRun:
         self.events.append({"kind": kind, **fields})
 
 
-def test_a_remote_stop_ends_fit_from_the_polling_thread_and_acknowledges_first():
-    server = FakeServer()
+def fit_stopped_remotely(server, stopper, monitor):
+    """Fit up to 100 epochs while `server` asks for a stop at the 4th batch; return History."""
     x = keras.random.normal((64, 2))
 
     def request_stop(batch, logs):
@@ -125,19 +125,25 @@ def test_a_remote_stop_ends_fit_from_the_polling_thread_and_acknowledges_first()
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
-    stopper = RemoteStop(interval=0.05)
-    history = model.fit(
+    return model.fit(
         x,
         x[:, :1],
         epochs=100,
         batch_size=4,
         verbose=0,
         callbacks=[
-            RemoteMonitor(root="http://callboard.test", client=server.client()),
+            monitor,
             stopper,
             keras.callbacks.LambdaCallback(on_train_batch_end=request_stop),
         ],
     )
+
+
+def test_a_remote_stop_ends_fit_from_the_polling_thread_and_acknowledges_first():
+    server = FakeServer()
+    stopper = RemoteStop(interval=0.05)
+    monitor = RemoteMonitor(root="http://callboard.test", client=server.client())
+    history = fit_stopped_remotely(server, stopper, monitor)
     assert len(history.history["loss"]) < 100 and stopper.stopped_remotely
     sent = server.posted_kinds()
     assert sent.count("ack") == 1
@@ -158,29 +164,9 @@ def test_callbacks_read_the_model_only_on_the_training_thread(monkeypatch):
 
     monkeypatch.setattr(keras.callbacks.Callback, "model", property(recording_model))
     server = FakeServer()
-    x = keras.random.normal((64, 2))
-
-    def request_stop(batch, logs):
-        if batch == 3:
-            server.stop_requested = True
-        time.sleep(0.01)
-
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile("sgd", "mse")
     stopper = RemoteStop(interval=0.02)
     monitor = RemoteMonitor(root="http://callboard.test", client=server.client(), batch_frequency=2)
-    model.fit(
-        x,
-        x[:, :1],
-        epochs=100,
-        batch_size=4,
-        verbose=0,
-        callbacks=[
-            monitor,
-            stopper,
-            keras.callbacks.LambdaCallback(on_train_batch_end=request_stop),
-        ],
-    )
+    fit_stopped_remotely(server, stopper, monitor)
     assert stopper.stopped_remotely and "ack" in server.posted_kinds()
     assert readers == {threading.main_thread().name}
 

@@ -1,8 +1,5 @@
 import json
 import math
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -12,6 +9,7 @@ from callboard.client._spool import read_spool_file, spool_files
 from callboard.client.sync import sync
 
 from .fake_server import FakeServer
+from .scripts import run_script
 
 
 @pytest.fixture
@@ -208,14 +206,7 @@ print("finished", [e["kind"] for e in server.stored()])
 
 
 def test_a_process_exiting_right_after_finish_still_delivers_a_slow_last_request(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", EXIT_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CALLBOARD_SPOOL_DIR": str(tmp_path)},
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_script(EXIT_SCRIPT, tmp_path)
     assert "finished ['train_begin']" in done.stdout
     assert "stored ['train_begin', 'train_end']" in done.stdout
 
@@ -335,14 +326,7 @@ run.log({"loss": 1.0}, epoch=0)
 
 
 def test_a_process_exiting_with_the_server_down_says_where_its_events_wait(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", EXIT_UNREACHABLE_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CALLBOARD_SPOOL_DIR": str(tmp_path)},
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_script(EXIT_UNREACHABLE_SCRIPT, tmp_path)
     [path] = spool_files(tmp_path)
     assert str(path) in done.stderr
     assert "callboard sync --root http://callboard.test" in done.stderr

@@ -2,12 +2,12 @@
 
 import os
 import stat
-import subprocess
-import sys
 
 import pytest
 
 from callboard.client._spool import Spool, read_spool_file
+
+from .scripts import run_script
 
 
 def events(first, count):
@@ -120,12 +120,5 @@ print(list(sync(client=server.client()).values()), [e["kind"] for e in server.st
 
 
 def test_the_client_imports_and_spools_without_fcntl(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_FCNTL],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CALLBOARD_SPOOL_DIR": str(tmp_path)},
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_script(WITHOUT_FCNTL, tmp_path)
     assert "[3] ['train_begin', 'epoch_end', 'train_end']" in done.stdout
