@@ -1,6 +1,7 @@
 """Small builders for API tests."""
 
 import itertools
+import time
 
 _uids = itertools.count(1)
 
@@ -22,3 +23,11 @@ def post_events(api, run_id, *events):
     response = api.post(f"/api/v1/runs/{run_id}/events", json={"events": list(events)})
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def wait_until_lost(api, run_id, timeout=5):
+    """Poll until the sweeper has marked run `run_id` lost."""
+    deadline = time.monotonic() + timeout
+    while api.get(f"/api/v1/runs/{run_id}").json()["status"] != "lost":
+        assert time.monotonic() < deadline, "the sweeper never marked the run lost"
+        time.sleep(0.1)

@@ -4,7 +4,7 @@ import pytest
 
 from callboard.server.auth import create_token
 
-from .helpers import create_run, post_events
+from .helpers import create_run, post_events, wait_until_lost
 
 
 def test_stop_walks_requested_acknowledged_stopped(api):
@@ -89,10 +89,7 @@ def test_stop_of_any_ended_run_is_409(api, status, stop_first):
 def test_a_lost_run_may_be_asked_to_stop_and_sees_it_when_it_returns(api, settings):
     settings.lost_after_seconds = 0.3
     run_id = create_run(api)
-    deadline = time.monotonic() + 5
-    while api.get(f"/api/v1/runs/{run_id}").json()["status"] != "lost":
-        assert time.monotonic() < deadline, "the sweeper never marked the run lost"
-        time.sleep(0.1)
+    wait_until_lost(api, run_id)
     requested = api.post(f"/api/v1/runs/{run_id}/stop", json={"reason": "gone quiet"})
     assert requested.status_code == 200 and requested.json()["state"] == "requested"
     assert api.post(f"/api/v1/runs/{run_id}/heartbeat").status_code == 200

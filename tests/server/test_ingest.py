@@ -1,4 +1,4 @@
-from .helpers import create_run, epoch_event, post_events
+from .helpers import create_run, epoch_event, post_events, wait_until_lost
 
 
 def test_creating_a_run_is_idempotent_on_its_uid(api):
@@ -98,14 +98,9 @@ def test_posting_to_a_missing_run_is_404(api):
 
 
 def test_a_lost_run_that_reports_again_is_running(api, settings):
-    import time
-
     settings.lost_after_seconds = 0.3
     run_id = create_run(api)
-    deadline = time.monotonic() + 5
-    while api.get(f"/api/v1/runs/{run_id}").json()["status"] != "lost":
-        assert time.monotonic() < deadline, "the sweeper never marked the run lost"
-        time.sleep(0.1)
+    wait_until_lost(api, run_id)
     kinds = [e["kind"] for e in api.get(f"/api/v1/runs/{run_id}/events").json()["events"]]
     assert kinds == ["lost"]
     post_events(api, run_id, epoch_event(1, 0, loss=1.0))
