@@ -113,3 +113,52 @@ def clean_metrics(metrics):
         else:
             dropped[name] = problem
     return kept, dropped
+
+
+# The server's limits on JSON it stores (`limit_nesting` in server/schemas.py).
+MAX_JSON_NESTING = 8
+MAX_JSON_KEY_LENGTH = 200
+
+
+def plain_json(value, notes, where="config", depth=0):
+    """`value` as JSON the server stores, noting in `notes` what had to change.
+
+    NumPy, torch, JAX and TensorFlow values become numbers or lists, non-finite
+    floats their strings, tuples and sets lists; a key over 200 characters is
+    dropped, a container nested past 8 levels and any other object become
+    text. Each such change appends a note naming where it happened.
+
+    Example:
+        >>> import numpy as np
+        >>> notes = []
+        >>> plain_json({"lr": np.float32(0.5), "sizes": (1, 2), "opt": object}, notes)
+        {'lr': 0.5, 'sizes': [1, 2], 'opt': "<class 'object'>"}
+        >>> notes
+        ['config.opt (type) sent as text']
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return encode_number(value)
+    if isinstance(value, (dict, list, tuple, set, frozenset)) and depth >= MAX_JSON_NESTING:
+        notes.append(f"{where} nested deeper than {MAX_JSON_NESTING} levels sent as text")
+        return str(value)
+    if isinstance(value, dict):
+        kept = {}
+        for key, item in value.items():
+            key = str(key)
+            if len(key) > MAX_JSON_KEY_LENGTH:
+                notes.append(f"{where}: key {key[:40]!r}... over 200 characters dropped")
+                continue
+            kept[key] = plain_json(item, notes, f"{where}.{key}", depth + 1)
+        return kept
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [plain_json(item, notes, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+    for convert in ("tolist", "numpy"):  # NumPy, torch, JAX; a TensorFlow tensor
+        if callable(getattr(value, convert, None)):
+            try:
+                return plain_json(getattr(value, convert)(), notes, where, depth)
+            except Exception:  # noqa: BLE001 - any failure: fall back to text below
+                break
+    notes.append(f"{where} ({type(value).__name__}) sent as text")
+    return str(value)

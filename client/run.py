@@ -14,7 +14,7 @@ from ._api import DEFAULT_ROOT, ServerApi
 from ._sender import EventSender
 from ._spool import Spool, default_spool_dir
 from ._stop_poller import StopPoller
-from ._values import clean_metrics
+from ._values import clean_metrics, plain_json
 
 FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "numpy")
 
@@ -87,12 +87,14 @@ class Run:
     ):
         self.uid = uid or uuid.uuid4().hex
         self.api = ServerApi(root, headers=headers, token=token, client=client)
+        self._sent_as_changed = set()
+        self._dropped_lock = threading.Lock()
         self.spec = {
             "uid": self.uid,
             "name": name,
             "project": project,
-            "config": config or {},
-            "tags": list(tags or []),
+            "config": self._plain_json(config or {}, "config"),
+            "tags": [str(tag) for tag in tags or []],
             "host": socket.gethostname(),
             "versions": framework_versions(),
         }
@@ -110,7 +112,6 @@ class Run:
         self._seq = itertools.count(time.time_ns() // 1000)
         self._stop_poller = None
         self._dropped_metric_names = set()
-        self._dropped_lock = threading.Lock()
         self._started = False
         self._finished = False
 
@@ -166,10 +167,25 @@ class Run:
                 "epoch": epoch,
                 "step": step,
                 "metrics": metrics,
-                "data": data or {},
+                "data": self._plain_json(data or {}, f"{kind} data"),
             },
             urgent=urgent,
         )
+
+    def _plain_json(self, value, where):
+        """`value` as JSON the server stores, warning once about each change it needed."""
+        notes = []
+        value = plain_json(value, notes, where)
+        with self._dropped_lock:
+            new = [note for note in notes if note not in self._sent_as_changed]
+            self._sent_as_changed.update(new)
+        if new:
+            warnings.warn(
+                f"Callboard could not send everything as given: {'; '.join(new)}.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return value
 
     def _warn_dropped(self, dropped):
         with self._dropped_lock:

@@ -330,3 +330,37 @@ def test_a_process_exiting_with_the_server_down_says_where_its_events_wait(tmp_p
     [path] = spool_files(tmp_path)
     assert str(path) in done.stderr
     assert "callboard sync --root http://callboard.test" in done.stderr
+
+
+def test_config_and_event_data_the_server_cannot_take_as_given_are_sent_plain(api):
+    # A NumPy value in the config made the sender fail on every try: the run was never
+    # created and nothing of the training reached the server.
+    import numpy as np
+
+    deep = {"level": 0}
+    for level in range(1, 12):
+        deep = {"level": level, "inner": deep}
+    config = {
+        "lr": np.float32(0.5),
+        "sizes": (np.int64(1), 2),
+        "mask": np.array([True, False]),
+        "x" * 201: 1,
+        "deep": deep,
+        "optimizer": object(),
+    }
+    with pytest.warns(RuntimeWarning, match="could not send everything as given") as caught:
+        run = Run(root="http://testserver", name="plain-config", config=config, client=api)
+        with run:
+            run.log_event("note", data={"best": np.float64(0.25), "when": np.int32(3)})
+            run.log({"loss": 1.0}, epoch=0)
+    [warning] = [str(w.message) for w in caught if "as given" in str(w.message)]
+    assert "over 200 characters dropped" in warning and "config.optimizer (object)" in warning
+    deadline = time.monotonic() + 10
+    while not stored_points(api, run, "loss"):
+        assert time.monotonic() < deadline, "the run never reached the server"
+        time.sleep(0.05)
+    stored = api.get(f"/api/v1/runs/{run.id}").json()["config"]
+    assert stored["lr"] == 0.5 and stored["sizes"] == [1, 2] and stored["mask"] == [True, False]
+    assert "x" * 201 not in stored and stored["optimizer"].startswith("<object object")
+    events = api.get(f"/api/v1/runs/{run.id}/events", params={"kind": "note"}).json()["events"]
+    assert events[0]["data"] == {"best": 0.25, "when": 3}
