@@ -60,24 +60,25 @@ def scalar_logs(logs):
     return metrics
 
 
-# The server's rule for metric names (`MetricKey` in server/schemas.py), mirrored so a
-# bad name is dropped here alone instead of the server refusing its whole event.
-MAX_METRIC_NAME_LENGTH = 200
+# The server's rule for names of metrics, runs and projects (`MetricKey` and `Name` in
+# server/schemas.py), mirrored so a bad metric name is dropped here alone instead of the
+# server refusing its whole event, and a bad run name is said before training starts.
+MAX_NAME_LENGTH = 200
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f]")
 
 
 @functools.lru_cache(maxsize=4096)
-def metric_name_problem(name):
-    """Why the server would refuse `name` as a metric name, or None if it takes it.
+def name_problem(name):
+    """Why the server would refuse `name` (of a metric, run or project), or None if it takes it.
 
     Example:
-        >>> metric_name_problem("val_loss") is None, metric_name_problem("a\\nb")
+        >>> name_problem("val_loss") is None, name_problem("a\\nb")
         (True, 'holds a control character')
     """
     if not name:
         return "is empty"
-    if len(name) > MAX_METRIC_NAME_LENGTH:
-        return f"is longer than {MAX_METRIC_NAME_LENGTH} characters"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is longer than {MAX_NAME_LENGTH} characters"
     if _CONTROL_CHARACTER.search(name):
         return "holds a control character"
     try:
@@ -85,6 +86,17 @@ def metric_name_problem(name):
     except UnicodeEncodeError:
         return "holds a lone surrogate"
     return None
+
+
+def check_run_names(name, project):
+    """Raise `ValueError` for a run or project name the server would refuse.
+
+    Example:
+        >>> check_run_names("baseline", "vision")
+    """
+    for label, value in (("name", name), ("project", project)):
+        if value is not None and (problem := name_problem(str(value))):
+            raise ValueError(f"run {label} {value!r} {problem}")
 
 
 def clean_metrics(metrics):
@@ -101,7 +113,7 @@ def clean_metrics(metrics):
     kept, dropped = {}, {}
     for key, value in (metrics or {}).items():
         name = str(key)
-        problem = metric_name_problem(name)
+        problem = name_problem(name)
         if isinstance(value, str) and value in NON_FINITE:
             number = value
         else:

@@ -7,7 +7,7 @@ import keras
 
 from ._active import attach_run, resume_uid
 from ._api import DEFAULT_ROOT
-from ._values import scalar_logs
+from ._values import check_run_names, scalar_logs
 from .run import Run
 
 
@@ -79,6 +79,7 @@ class RemoteMonitor(keras.callbacks.Callback):
         super().__init__()
         if batch_frequency is not None and int(batch_frequency) < 1:
             raise ValueError(f"batch_frequency must be a positive integer, got {batch_frequency!r}")
+        check_run_names(run, project)  # here, not once fit() has started
         self.root = root
         self.path = path
         self.field = field

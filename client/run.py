@@ -14,7 +14,7 @@ from ._api import DEFAULT_ROOT, ServerApi
 from ._sender import EventSender
 from ._spool import Spool, default_spool_dir
 from ._stop_poller import StopPoller
-from ._values import clean_metrics, plain_json
+from ._values import check_run_names, clean_metrics, plain_json
 
 FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "numpy")
 
@@ -46,9 +46,11 @@ class Run:
 
     Args:
         root: server root URL.
-        name: run name; the server picks one when omitted.
-        project: project the run belongs to.
-        config: hyper-parameters (a JSON-serialisable dict).
+        name: run name (1 to 200 characters, no control character; else
+            `ValueError`); the server picks one when omitted.
+        project: project the run belongs to (the same rule as `name`).
+        config: hyper-parameters, a dict; NumPy and tensor values are sent as
+            numbers or lists, what JSON cannot hold as text (with a warning).
         tags: list of strings.
         token: API token (`Authorization: Bearer`).
         headers: extra HTTP headers.
@@ -85,6 +87,7 @@ class Run:
         flush_timeout=10.0,
         heartbeat_interval=15.0,
     ):
+        check_run_names(name, project)
         self.uid = uid or uuid.uuid4().hex
         self.api = ServerApi(root, headers=headers, token=token, client=client)
         self._sent_as_changed = set()

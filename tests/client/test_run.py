@@ -250,17 +250,17 @@ def stored_points(api, run, key):
 
 
 def test_metric_names_follow_the_servers_rule_exactly():
-    from callboard.client._values import MAX_METRIC_NAME_LENGTH, metric_name_problem
+    from callboard.client._values import MAX_NAME_LENGTH, name_problem
     from callboard.server.schemas import MAX_KEY_LENGTH, EventIn
 
-    assert MAX_METRIC_NAME_LENGTH == MAX_KEY_LENGTH
+    assert MAX_NAME_LENGTH == MAX_KEY_LENGTH
     for name in ["loss", "x" * 200, "x" * 201, "", "a\tb", "a\x1fb", "a\x7fb", "ü/µ"]:
         try:
             EventIn(seq=1, kind="epoch_end", metrics={name: 1.0})
             server_takes = True
         except ValueError:
             server_takes = False
-        assert (metric_name_problem(name) is None) == server_takes, name
+        assert (name_problem(name) is None) == server_takes, name
 
 
 def test_no_request_carries_more_than_10000_metric_values(server):
@@ -364,3 +364,15 @@ def test_config_and_event_data_the_server_cannot_take_as_given_are_sent_plain(ap
     assert "x" * 201 not in stored and stored["optimizer"].startswith("<object object")
     events = api.get(f"/api/v1/runs/{run.id}/events", params={"kind": "note"}).json()["events"]
     assert events[0]["data"] == {"best": 0.25, "when": 3}
+
+
+@pytest.mark.parametrize(("field", "value"), [("name", "x" * 201), ("project", "a\nb")])
+def test_a_run_name_the_server_would_refuse_is_said_before_training(server, field, value):
+    # The server refused such a run with 422 on every try: the training ran unrecorded.
+    from callboard.client import RemoteMonitor
+
+    refused = f"run {field} .* (longer than 200|control character)"
+    with pytest.raises(ValueError, match=refused):
+        Run(root="http://callboard.test", client=server.client(), **{field: value})
+    with pytest.raises(ValueError, match=refused):  # at construction, before fit() starts
+        RemoteMonitor(client=server.client(), **{"run" if field == "name" else field: value})
