@@ -6,7 +6,7 @@ import time
 import warnings
 
 from . import _exit_guard
-from ._api import DeliveryFailed, Rejected, request_chunks
+from ._api import DeliveryFailed, Rejected, Unauthorized, request_chunks
 
 MAX_BACKOFF = 30.0
 CLOSING_ATTEMPTS = 5  # failed deliveries after close() before the spool is left for later
@@ -361,6 +361,14 @@ class EventSender:
         self._retry_at = time.monotonic() + delay
         if self._closing:
             return  # close() says where the events wait
+        if isinstance(exc, Unauthorized):
+            self._warn_once(
+                "unauthorized",
+                f"Callboard server at {self.api.root} refused this run's token ({exc}); "
+                f"events are spooled to {self.spool.path}: `callboard sync --root "
+                f"{self.api.root} --token T` sends them with a token it accepts.",
+            )
+            return
         self._warn_once(
             "unreachable",
             f"Callboard server at {self.api.root} is unreachable ({exc}); "

@@ -376,3 +376,16 @@ def test_a_run_name_the_server_would_refuse_is_said_before_training(server, fiel
         Run(root="http://callboard.test", client=server.client(), **{field: value})
     with pytest.raises(ValueError, match=refused):  # at construction, before fit() starts
         RemoteMonitor(client=server.client(), **{"run" if field == "name" else field: value})
+
+
+def test_a_refused_token_is_named_as_such_not_as_an_unreachable_server(api):
+    # A revoked or wrong token was reported as "server ... is unreachable".
+    assert api.post("/api/v1/tokens", json={"name": "admin", "role": "admin"}).status_code == 201
+    run = Run(root="http://testserver", name="refused", token="cb_not-a-token", client=api)
+    with pytest.warns(RuntimeWarning, match="refused this run's token") as caught, run:
+        run.log({"loss": 1.0}, epoch=0)
+        deadline = time.monotonic() + 10
+        while not [w for w in caught if "refused this run's token" in str(w.message)]:
+            assert time.monotonic() < deadline, "the sender never tried the server"
+            time.sleep(0.05)
+    assert not [w for w in caught if "unreachable" in str(w.message)]
