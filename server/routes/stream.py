@@ -4,8 +4,9 @@ Each message carries an `id`; a browser reconnecting with `Last-Event-ID`
 (EventSource does it by itself) gets everything it missed, read from the database.
 
 Every open stream re-checks its caller's token or session every
-`AUTH_CHECK_SECONDS` (through the token cache) and ends once it no longer admits
-them: a revoked token or an expired session stops delivering within seconds.
+`AUTH_CHECK_SECONDS` (through the token cache), and after each `BATCH` of a
+backlog, and ends once it no longer admits them: a revoked token or an expired
+session stops delivering within seconds, even halfway through a long history.
 
 Memory: a stream holds at most `BATCH` messages, as text, while a slow reader
 drains them, and a server serves at most `Settings.max_streams` streams at once
@@ -179,6 +180,8 @@ async def stream_run(
                     last_run = run
                     yield sse_message(run, event="run")
                 if count == BATCH:
+                    if not await still_admitted(request, "read"):
+                        return  # a revoked caller gets no more of a long backlog
                     continue
                 woken = await next_wakeup(request, subscription, settings.stream_keepalive_seconds)
                 if woken is None:
@@ -234,6 +237,8 @@ async def stream_runs(
                 if text:
                     yield text
                 if count == BATCH:
+                    if not await still_admitted(request, "read"):
+                        return  # a revoked caller gets no more of a long backlog
                     continue
                 woken = await next_wakeup(request, subscription, settings.stream_keepalive_seconds)
                 if woken is None:

@@ -4,6 +4,9 @@ import time
 
 import httpx
 import pytest
+import sqlalchemy
+
+from callboard.server.models import Event
 
 from .test_auth import make_token, session_of
 
@@ -91,3 +94,45 @@ def test_session_stream_ends_when_the_session_expires(secured_server):
         lines = response.iter_lines()
         assert next(lines) == "retry: 1000"
         assert_stream_ends(lines, time.monotonic() + 4 + DEADLINE_SECONDS)
+
+
+def test_stream_replaying_a_long_history_ends_when_its_token_is_revoked(server_factory, tmp_path):
+    """A revoked reader got a run's whole backlog (it re-checked only once caught up)."""
+    url = f"sqlite:///{tmp_path / 'backlog.db'}"
+    tokens = {role: make_token(url, f"{role}-token", role) for role in ("admin", "read")}
+    server = server_factory(url)
+    run_id = httpx.post(
+        f"{server.root}/api/v1/runs", json={"name": "long"}, headers=bearer(tokens["admin"])
+    ).json()["id"]
+    backlog = 20_000  # about 20 MB of messages: far more than socket buffers hold
+    padding = "x" * 1000
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.insert(Event),
+            [
+                {
+                    "run_id": run_id,
+                    "seq": seq,
+                    "kind": "note",
+                    "time": 0.0,
+                    "received_at": 0.0,
+                    "metrics": {},
+                    "data": {"text": padding},
+                }
+                for seq in range(1, backlog + 1)
+            ],
+        )
+    engine.dispose()
+    with (
+        httpx.Client(base_url=server.root, timeout=5) as client,
+        client.stream(
+            "GET", f"/api/v1/runs/{run_id}/stream", headers=bearer(tokens["read"])
+        ) as response,
+    ):
+        lines = response.iter_lines()
+        assert next(lines) == "retry: 1000"
+        reader = token_id(server.root, tokens["admin"], "read-token")
+        client.delete(f"/api/v1/tokens/{reader}", headers=bearer(tokens["admin"]))
+        delivered = sum(line.startswith("id: ") for line in lines)
+    assert delivered < backlog
