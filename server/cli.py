@@ -238,6 +238,8 @@ def sync(
     ] = None,
 ):
     """Send events that clients on this machine spooled while the server was unreachable."""
+    from callboard.client._api import Unauthorized
+    from callboard.client._spool import read_spool_header
     from callboard.client.sync import SpooledForAnotherServer, TokenWithoutRoot
     from callboard.client.sync import sync as replay
 
@@ -248,18 +250,25 @@ def sync(
         raise typer.Exit(2) from None
     if not results:
         console.print("Nothing to send: the spool is empty.")
-    failed = False
+    failed = refused = False
     for path, outcome in results.items():
         if isinstance(outcome, SpooledForAnotherServer):
             console.print(f"{path.name}: left, {outcome}", highlight=False, soft_wrap=True)
         elif isinstance(outcome, Exception):
             failed = True
-            console.print(f"[red]{path.name}: {outcome}[/red]")
+            refused = refused or isinstance(outcome, Unauthorized)
+            spooled_for = (read_spool_header(path) or {}).get("root", "its server")
+            console.print(
+                f"{path.name}: kept, not sent to {spooled_for}: {outcome}",
+                style="red",
+                markup=False,
+                soft_wrap=True,
+            )
         else:
             console.print(f"{path.name}: sent {outcome} events")
+    if refused and token is None:
+        console.print("A server that needs a token: `callboard sync --root URL --token T`.")
     if failed:
-        if token is None:
-            console.print("A server that needs a token: `callboard sync --root URL --token T`.")
         raise typer.Exit(1)
 
 

@@ -134,6 +134,21 @@ def test_the_cli_says_how_to_send_to_a_server_that_needs_a_token(two_servers, _s
     assert len(spool_files(_spool_dir)) == 1
 
 
+def test_the_cli_names_an_unreachable_server_without_blaming_the_token(_spool_dir):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    leave_spool(_spool_dir, gone, "orphan-run")
+    unset = {"CALLBOARD_ROOT": None, "CALLBOARD_TOKEN": None}
+    result = CliRunner().invoke(app, ["sync"], env=unset)
+    assert result.exit_code == 1
+    assert f"kept, not sent to {gone}" in result.output
+    assert "--token" not in result.output
+    assert len(spool_files(_spool_dir)) == 1
+
+
 @pytest.mark.parametrize(
     ("first", "second", "same"),
     [
