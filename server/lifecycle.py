@@ -13,7 +13,8 @@ def mark_silent_runs(session, lost_after_seconds, now=None):
 
     Runs fed by our client send heartbeats, so silence means the process is
     gone: `lost`. Runs fed by the stock Keras RemoteMonitor have no heartbeat
-    and no train-end post, so silence is how they end: `finished`.
+    and no train-end post, so silence is how they end: `finished`, or `stopped`
+    once a `RemoteStop` beside the stock callback acknowledged a stop.
     """
     now = time.time() if now is None else now
     silent = session.scalars(
@@ -25,6 +26,9 @@ def mark_silent_runs(session, lost_after_seconds, now=None):
         if run.source in STOCK_SOURCES:
             run.status = "finished"
             run.ended_at = run.updated_at
+            if run.stop_acknowledged_at is not None:
+                run.status = "stopped"
+                run.stopped_at = run.updated_at
         else:
             run.status = "lost"
             add_server_event(session, run, "lost", {"silent_seconds": round(now - run.updated_at)})

@@ -123,6 +123,27 @@ def test_silent_stock_run_ends_finished_not_lost(api, settings, query):
     assert "lost" not in kinds
 
 
+@pytest.mark.parametrize(
+    ("acknowledged", "status", "state"),
+    [(True, "stopped", "stopped"), (False, "finished", "requested")],
+    ids=["stop-acknowledged", "stop-never-seen"],
+)
+def test_silent_stock_run_stopped_remotely_ends_stopped(api, settings, acknowledged, status, state):
+    import time
+
+    settings.lost_after_seconds = 0.2
+    run_id = post_epoch(api, 0, "?run=stock", loss=0.5)
+    assert api.post(f"/api/v1/runs/{run_id}/stop", json={}).status_code == 200
+    if acknowledged:  # as RemoteStop(run="stock") beside the stock callback does
+        assert api.post(f"/api/v1/runs/{run_id}/control/ack").status_code == 200
+    deadline = time.monotonic() + 5
+    while api.get(f"/api/v1/runs/{run_id}").json()["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert api.get(f"/api/v1/runs/{run_id}").json()["status"] == status
+    assert api.get(f"/api/v1/runs/{run_id}/control").json()["state"] == state
+
+
 def test_restarted_training_stays_in_its_new_run_past_the_old_runs_last_epoch(api):
     old = {post_epoch(api, epoch, "?run=restart", loss=1.0) for epoch in range(3)}
     new = {post_epoch(api, epoch, "?run=restart", loss=2.0) for epoch in range(6)}
