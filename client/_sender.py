@@ -362,9 +362,14 @@ class EventSender:
         if self._closing:
             return  # close() says where the events wait
         if isinstance(exc, Unauthorized):
+            refusal = (
+                "refused this run's token"
+                if "Authorization" in self.api.headers
+                else "needs a token and this run sent none (pass token=)"
+            )
             self._warn_once(
                 "unauthorized",
-                f"Callboard server at {self.api.root} refused this run's token ({exc}); "
+                f"Callboard server at {self.api.root} {refusal} ({exc}); "
                 f"events are spooled to {self.spool.path}: `callboard sync --root "
                 f"{self.api.root} --token T` sends them with a token it accepts.",
             )

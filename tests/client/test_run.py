@@ -389,3 +389,16 @@ def test_a_refused_token_is_named_as_such_not_as_an_unreachable_server(api):
             assert time.monotonic() < deadline, "the sender never tried the server"
             time.sleep(0.05)
     assert not [w for w in caught if "unreachable" in str(w.message)]
+
+
+def test_a_run_without_a_token_is_told_the_server_needs_one(api):
+    # It was told the server "refused this run's token" though it had sent none.
+    assert api.post("/api/v1/tokens", json={"name": "admin", "role": "admin"}).status_code == 201
+    run = Run(root="http://testserver", name="tokenless", client=api)
+    with pytest.warns(RuntimeWarning, match="needs a token") as caught, run:
+        run.log({"loss": 1.0}, epoch=0)
+        deadline = time.monotonic() + 10
+        while not [w for w in caught if "needs a token" in str(w.message)]:
+            assert time.monotonic() < deadline, "no warning that the server needs a token"
+            time.sleep(0.05)
+    assert not [w for w in caught if "refused this run's token" in str(w.message)]
