@@ -133,15 +133,17 @@ def _open_database(db):
     return open_database(database_url(db))
 
 
-def _find_run(session, run):
+def _find_run(session, run, live_first=False):
+    """Run `run` by id, else the newest run of that name (`live_first`: a live one first)."""
     from sqlalchemy import select
 
-    from .models import Run
+    from .models import ENDED_STATUSES, Run
 
     found = session.get(Run, int(run)) if run.isdigit() else None
     if found is None:
+        order = (Run.status.in_(ENDED_STATUSES),) if live_first else ()
         found = session.scalars(
-            select(Run).where(Run.name == run).order_by(Run.id.desc()).limit(1)
+            select(Run).where(Run.name == run).order_by(*order, Run.id.desc()).limit(1)
         ).first()
     if found is None:
         console.print(f"[red]No run {run!r}[/red] (give an id or a name; see `callboard runs`).")
@@ -183,7 +185,9 @@ def runs(
 
 @app.command()
 def stop(
-    run: Annotated[str, typer.Argument(help="Run id or name (the newest run of that name).")],
+    run: Annotated[
+        str, typer.Argument(help="Run id or name (the newest live run of that name, if any).")
+    ],
     reason: Annotated[str | None, typer.Option(help="Why, shown on the run.")] = None,
     db: DbOption = None,
 ):
@@ -193,7 +197,7 @@ def stop(
 
     database = _open_database(db)
     with database.writer() as session:
-        target = lock_run(session, _find_run(session, run).id)
+        target = lock_run(session, _find_run(session, run, live_first=True).id)
         try:
             request_stop(session, target, reason)
         except StopRefused as exc:

@@ -68,6 +68,29 @@ def test_db_upgrade_runs_stop_and_export(tmp_path):
     assert missing.exit_code == 1 and "No run" in missing.output
 
 
+def test_stop_by_name_stops_the_live_run_not_a_newer_ended_one(tmp_path):
+    # A newer run of the same name that had ended (a quick retry, a replayed spool)
+    # made `callboard stop NAME` answer "already ended" while the training ran on.
+    from fastapi.testclient import TestClient
+
+    from callboard.server.main import create_app
+    from callboard.server.settings import Settings
+
+    url = f"sqlite:///{tmp_path / 'names.db'}"
+    assert invoke("db", "upgrade", "--db", url).exit_code == 0
+    with TestClient(create_app(Settings(database_url=url))) as api:
+        live, ended = (
+            api.post("/api/v1/runs", json={"name": "twin", "project": "p"}).json()["id"]
+            for _ in range(2)
+        )
+        end = {"seq": 1, "kind": "train_end", "data": {"status": "finished"}}
+        api.post(f"/api/v1/runs/{ended}/events", json={"events": [end]})
+        assert api.get(f"/api/v1/runs/{ended}").json()["status"] == "finished"
+    stopped = invoke("stop", "twin", "--db", url)
+    assert stopped.exit_code == 0, stopped.output
+    assert f"Stop requested for run {live} " in stopped.output
+
+
 def test_db_url_comes_from_the_environment(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'env.db'}"
     monkeypatch.setenv("CALLBOARD_DATABASE_URL", url)
