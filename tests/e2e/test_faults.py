@@ -64,7 +64,7 @@ def stored_epochs(root, run_id):
     return [event["epoch"] for event in events.json()["events"]]
 
 
-def wait_for_epochs(root, name, count, timeout=30):
+def wait_for_epochs(root, name, count, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = httpx.get(f"{root}/api/v1/runs", params={"name": name}).json()["runs"]

@@ -54,7 +54,7 @@ def stock_monitor(root, name, token):
     )
 
 
-def wait_for(condition, what, timeout=30):
+def wait_for(condition, what, timeout=60):
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         assert time.monotonic() < deadline, f"{what} never happened"

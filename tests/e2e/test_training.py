@@ -19,7 +19,7 @@ def unique(name):
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-def find_run(root, name, timeout=10):
+def find_run(root, name, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = httpx.get(f"{root}/api/v1/runs", params={"name": name}).json()["runs"]
