@@ -93,7 +93,8 @@ def app():
     with fresh_postgres_database("callboard_plans") as url:
         migrate.upgrade(url)
         load(url)
-        app = create_app(Settings(database_url=url, skip_migrations=True))
+        settings = Settings(database_url=url, skip_migrations=True, allowed_hosts="testserver")
+        app = create_app(settings)
         with TestClient(app) as client:
             app.state.client = client
             yield app
