@@ -31,10 +31,12 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable
 from bench.browser import launch_chromium  # noqa: E402
 from bench.common import JsonConnection, percentile  # noqa: E402
 from bench.report import Report, machine_info  # noqa: E402
+from callboard.server.settings import Settings  # noqa: E402
 
 FAMILIES = ("loss", "accuracy", "auc", "precision", "recall", "mae", "mse", "f1", "iou", "kld")
 KEYS = tuple(key for family in FAMILIES for key in (family, f"val_{family}"))
-BATCH = 5000
+# Epochs per request: as many as the server takes in one (its metric-value cap).
+BATCH = Settings().max_values_per_request // len(KEYS)
 LOAD_TARGET_S = 1.5
 LIVE_TARGET_MS = 100.0
 
