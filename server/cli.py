@@ -290,6 +290,13 @@ def demo(
     keep_serving: Annotated[
         bool, typer.Option("--keep-serving/--exit", help="Keep the server up after training.")
     ] = True,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CALLBOARD_TOKEN",
+            help="Token the demo's training sends (ingest), for a database or server with tokens.",
+        ),
+    ] = None,
 ):
     """Start a server and train a small real Keras model against it, live, until you Stop it."""
     from .demo import DemoServerFailed, run_demo
@@ -298,8 +305,17 @@ def demo(
     if root is None:
         refuse_busy_port("127.0.0.1", port)
         announce_database(settings.database_url, creates=True)
+        if token is None and _any_tokens(settings):
+            notes.print(
+                "[red]This database has API tokens, so the demo's training needs one.[/red] "
+                "Pass --token T (an ingest token for project 'demo': `callboard token create "
+                "demo --role ingest --project demo`), or --db URL for a database without tokens."
+            )
+            raise typer.Exit(2)
     try:
-        run_demo(settings, port=port, epochs=epochs, root=root, keep_serving=keep_serving)
+        run_demo(
+            settings, port=port, epochs=epochs, root=root, keep_serving=keep_serving, token=token
+        )
     except DemoServerFailed as exc:
         notes.print(f"[red]{exc}.[/red] Pick another port with --port N.")
         raise typer.Exit(1) from None

@@ -44,11 +44,12 @@ def start_server_thread(settings, host, port):
     return server
 
 
-def train_demo_model(root, epochs=None, run_name="demo"):
+def train_demo_model(root, epochs=None, run_name="demo", token=None):
     """Train a small classifier on synthetic data, reporting to `root`; return its History.
 
     With `epochs=None` it trains until a remote stop (no early stopping); else at most
-    `epochs` epochs, ended early when `val_loss` stops improving.
+    `epochs` epochs, ended early when `val_loss` stops improving. `token` goes with
+    every request (a server with tokens needs an ingest token for project `demo`).
     """
     import keras
     import numpy as np
@@ -78,6 +79,7 @@ def train_demo_model(root, epochs=None, run_name="demo"):
             project="demo",
             batch_frequency=5,
             config={"optimizer": "adam", "learning_rate": 1e-3, "hidden": 32},
+            token=token,
         ),
         RemoteStop(),
         ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, min_lr=1e-6),
@@ -96,7 +98,7 @@ def train_demo_model(root, epochs=None, run_name="demo"):
     )
 
 
-def run_demo(settings, port=8000, epochs=None, root=None, keep_serving=True):
+def run_demo(settings, port=8000, epochs=None, root=None, keep_serving=True, token=None):
     """Serve on `port` (unless `root` names a running server) and train the demo model."""
     server = None
     if root is None:
@@ -110,7 +112,7 @@ def run_demo(settings, port=8000, epochs=None, root=None, keep_serving=True):
         soft_wrap=True,
     )
     try:
-        train_demo_model(root, epochs)
+        train_demo_model(root, epochs, token=token)
     except KeyboardInterrupt:
         console.print("Training interrupted.")
         keep_serving = False

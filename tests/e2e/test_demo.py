@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from callboard.server.main import create_app
 from callboard.server.settings import Settings
@@ -90,3 +91,25 @@ def test_demo_with_epochs_and_exit_ends_by_itself(tmp_path):
     out, err = ended(process, timeout=180)
     assert process.returncode == 0, out + err
     assert "for at most 2 epochs" in out and "Training ended" in out
+
+
+def test_demo_on_a_database_with_tokens_trains_with_the_token_given(tmp_path):
+    # Without one it trained unrecorded (every post 401); now it asks first, and sends it.
+    from callboard.server.cli import app
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    runner = CliRunner()
+    made = [
+        runner.invoke(
+            app, ["token", "create", name, "--role", role, "--project", "demo", "--db", url]
+        )
+        for name, role in (("trainer", "ingest"), ("reader", "read"))
+    ]
+    ingest, read = (result.stdout.split()[-1] for result in made)
+    root, process = start_demo(tmp_path, "--epochs", "1", "--token", ingest)
+    out, err = ended(process, timeout=180)
+    assert process.returncode == 0, out + err
+    assert "refused" not in err and "needs a token" not in err, err
+    with TestClient(create_app(Settings(database_url=url))) as api:
+        runs = api.get("/api/v1/runs", headers={"Authorization": f"Bearer {read}"}).json()
+    assert [(run["name"], run["epochs_done"]) for run in runs["runs"]] == [("demo", 1)]

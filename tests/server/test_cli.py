@@ -133,6 +133,22 @@ def test_busy_port_says_so_in_one_line(tmp_path, command):
     assert not database.exists(), "a server that could not listen created its database"
 
 
+def test_demo_on_a_database_with_tokens_asks_for_one_before_training(tmp_path):
+    # It trained with no token: every post got 401 and the demo recorded nothing.
+    url = f"sqlite:///{tmp_path / 'guarded.db'}"
+    secret_of(invoke("token", "create", "admin", "--role", "admin", "--db", url))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = runner.invoke(
+        app,
+        ["demo", "--port", str(port), "--db", url, "--epochs", "1", "--exit"],
+        env={"CALLBOARD_TOKEN": None},
+    )
+    assert result.exit_code == 2, result.output
+    assert "needs one" in result.stderr and "--token" in result.stderr
+
+
 # --- tokens -------------------------------------------------------------------------------
 
 
