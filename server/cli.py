@@ -99,11 +99,15 @@ def serve(
     announce_database(settings.database_url, creates=True)
     if not is_loopback(host) and not _any_tokens(settings):
         if not insecure:
+            from sqlalchemy import make_url
+
+            same_db = f" --db {make_url(db).render_as_string(hide_password=True)}" if db else ""
             console.print(
                 f"[red]Refusing to serve on {host} with no API token: anyone who reaches it "
                 "could read every run and stop any training.[/red]\n"
-                "Create one first (`callboard token create admin --role admin`), "
-                "or pass --insecure if this network is trusted."
+                f"Create one first (`callboard token create admin --role admin{same_db}`), "
+                "or pass --insecure if this network is trusted.",
+                soft_wrap=True,
             )
             raise typer.Exit(2)
         console.print(

@@ -149,6 +149,17 @@ def test_demo_on_a_database_with_tokens_asks_for_one_before_training(tmp_path):
     assert "needs one" in result.stderr and "--token" in result.stderr
 
 
+def test_serve_refused_for_want_of_a_token_names_the_database_to_create_it_in(tmp_path):
+    # The hint made the token in ./callboard.db, not in the --db the server was given.
+    url = f"sqlite:///{tmp_path / 'public.db'}"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = invoke("serve", "--host", "0.0.0.0", "--port", str(port), "--db", url)
+    assert result.exit_code == 2, result.output
+    assert f"callboard token create admin --role admin --db {url}" in result.stdout
+
+
 # --- tokens -------------------------------------------------------------------------------
 
 
