@@ -369,7 +369,9 @@ def _updated_summary(summary, steps, values):
 
 
 def _end_run(run, data, now):
-    status = data.get("status") if data.get("status") in END_STATUSES else "finished"
+    status = data.get("status")
+    if not isinstance(status, str) or status not in END_STATUSES:  # a list would not hash
+        status = "finished"
     if run["stop_requested_at"] is not None and status != "failed":
         status = "stopped"
         run["stopped_at"] = now
