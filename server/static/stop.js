@@ -69,7 +69,9 @@ export class StopControl {
       else item.removeAttribute("aria-current");
     }
     this.button.disabled = !this.allowed || state !== "none" || !STOPPABLE.has(status);
-    if (MESSAGES[state]) this.message.textContent = MESSAGES[state];
+    if (MESSAGES[state] && state !== "stopped" && status && !STOPPABLE.has(status)) {
+      this.message.textContent = `The run ended (${status}) before the stop took effect.`;
+    } else if (MESSAGES[state]) this.message.textContent = MESSAGES[state];
     else if (!STOPPABLE.has(status)) this.message.textContent = "";
   }
 }

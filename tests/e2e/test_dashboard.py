@@ -278,6 +278,29 @@ def test_a_late_stop_answer_does_not_undo_the_live_steps(live_server, page):
     assert page.locator("#stop-message").text_content() == "Training stopped."
 
 
+@pytest.mark.parametrize("acknowledged", [False, True], ids=["requested", "acknowledged"])
+def test_a_run_that_ended_before_its_stop_does_not_say_it_is_stopping(
+    live_server, page, acknowledged
+):
+    # A run that failed (or a stock run that finished) with a stop pending said
+    # "waiting for the training to notice" or "stopping after its current batch" forever.
+    root = live_server.root
+    run_id = create_run(root, unique("ended-first"))
+    post_epochs(root, run_id, range(2))
+    httpx.post(f"{root}/api/v1/runs/{run_id}/stop", json={}).raise_for_status()
+    if acknowledged:
+        httpx.post(f"{root}/api/v1/runs/{run_id}/control/ack").raise_for_status()
+    failed = {"seq": 100, "kind": "train_end", "data": {"status": "failed", "error": "boom"}}
+    httpx.post(f"{root}/api/v1/runs/{run_id}/events", json={"events": [failed]})
+    page.goto(f"{root}/runs/{run_id}")
+    page.wait_for_selector("body[data-charts-ready=true]")
+    assert page.locator("#run-status").get_attribute("data-status") == "failed"
+    message = page.locator("#stop-message").text_content()
+    assert message == "The run ended (failed) before the stop took effect."
+    assert page.locator("#stop-button").is_disabled()
+    assert_clean(page)
+
+
 def test_compare_overlays_two_runs(live_server, page):
     root = live_server.root
     project = unique("compare")
