@@ -145,6 +145,9 @@ def token_revoke(
     database = open_database(database_url(db))
     with database.writer() as session:
         found = _find_token(session, token)
-        found.revoked_at = found.revoked_at or time.time()
+        if found.revoked_at is not None:
+            console.print(f"Token {found.id} ({found.name!r}, {found.role}) was revoked already.")
+            return
+        found.revoked_at = time.time()
         session.commit()
         console.print(f"Revoked token {found.id} ({found.name!r}, {found.role}).")

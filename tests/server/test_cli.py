@@ -181,6 +181,9 @@ def test_token_revoke_takes_an_id_or_a_name(tmp_path):
     assert [line.count("yes") for line in listed.splitlines() if "…" in line] == [1, 1]
     missing = invoke("token", "revoke", "7", "--db", url)
     assert missing.exit_code == 1 and "No token with id or name '7'" in missing.output
+    again = invoke("token", "revoke", "2", "--db", url)  # it said "Revoked token 2" again
+    assert again.exit_code == 0
+    assert "Token 2 ('gpu-box', ingest) was revoked already" in again.stdout
 
 
 def test_token_create_if_none_counts_only_live_tokens(tmp_path):
