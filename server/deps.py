@@ -13,14 +13,15 @@ from .db import Database
 from .ingest import lock_run
 from .live import LiveHub
 from .models import Run
-from .schemas import MAX_BIGINT
+from .schemas import MAX_BIGINT, MAX_ROW_ID
 from .settings import Settings
 
 SESSION_COOKIE = "callboard_session"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-# A row id in a path: a positive 64-bit integer, so no id overflows the database.
-RowId = Annotated[int, Path(ge=1, le=MAX_BIGINT)]
-# A row id to read after (0: from the first), in a query: bounded alike.
+# A run's or token's id in a path: beyond MAX_ROW_ID no row exists, and the database
+# would refuse the number (a 500 on PostgreSQL).
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+# An event id to read after (0: from the first), in a query: a 64-bit integer.
 AfterRowId = Annotated[int, Query(ge=0, le=MAX_BIGINT, description="row id to start after")]
 
 

@@ -19,13 +19,13 @@ from pydantic import Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from .deps import current_principal, require
-from .schemas import MAX_BIGINT
+from .schemas import MAX_ROW_ID
 
 # Bodies up to this size are parsed on the event loop; larger ones on a worker thread,
 # so one large request does not hold up everyone else's.
 ON_THE_LOOP_BYTES = 64 * 1024
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-ROW_ID = TypeAdapter(Annotated[int, Field(ge=1, le=MAX_BIGINT)])  # as `deps.RowId`
+ROW_ID = TypeAdapter(Annotated[int, Field(ge=1, le=MAX_ROW_ID)])  # as `deps.RowId`
 VALIDATION_ERROR = {
     "description": "Validation Error",
     "content": {
@@ -41,7 +41,7 @@ async def authorize(request: Request, *scopes):
 
 
 def row_id(request: Request, name="run_id"):
-    """Path parameter `name` as a row id (a positive 64-bit integer), else 422."""
+    """Path parameter `name` as a run's or token's id (`ROW_ID`), else 422."""
     try:
         return ROW_ID.validate_python(request.path_params[name])
     except ValidationError as exc:
@@ -94,13 +94,13 @@ def json_answer(value: Any, status_code=200):
 
 
 def documented_path(path_ids=("run_id",)):
-    """`openapi_extra` describing path ids (positive 64-bit integers), as FastAPI would."""
+    """`openapi_extra` describing path ids (`ROW_ID`), as FastAPI would."""
     parameters = [
         {
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_BIGINT},
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ROW_ID},
         }
         for name in path_ids
     ]

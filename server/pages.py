@@ -148,7 +148,7 @@ def run_page(request: Request, run_id: RowId, session: SessionDep, principal: Pa
 def parse_ids(values):
     """`["1,2", "3"]` → `[1, 2, 3]`: ids from `?ids=1,2` or repeated `?ids=` (form checkboxes).
 
-    Parts that are not row ids (`x`, `²`, `0`, beyond 64 bits) are left out.
+    Parts that are not run ids (`x`, `²`, `0`, beyond `MAX_ROW_ID`) are left out.
     """
     ids = []
     for value in values:

@@ -27,6 +27,8 @@ KIND_PATTERN = r"^[a-z][a-z0-9_.:-]{0,63}$"
 # Integer columns: BIGINT for seqs and steps, INTEGER for epochs.
 MAX_BIGINT = 2**63 - 1
 MAX_INTEGER = 2**31 - 1
+# Ids of runs and tokens: INTEGER columns on PostgreSQL (events' and points' ids are BIGINT).
+MAX_ROW_ID = MAX_INTEGER
 MAX_NESTING = 8
 MAX_KEY_LENGTH = 200
 
