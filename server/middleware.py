@@ -13,6 +13,7 @@ token the server answers only `localhost`, `127.0.0.1` and `[::1]`, unless
 """
 
 import json
+import re
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import OperationalError
@@ -152,18 +153,25 @@ class CrossSiteGuard:
         return await self.app(scope, receive, send)
 
 
+# A Host header: a name or a bracketed IPv6 address, then at most a port.
+HOST_HEADER = re.compile(r"(\[[0-9a-f:.]+\]|[^\[\]:@/\\\s]*)(:[0-9]*)?")
+
+
 def host_name(host):
-    """The name in a Host header, lower-case, without its port.
+    """The name in a Host header, lower-case, without its port; anything else as it is.
 
     Example:
         >>> host_name("LocalHost:8000"), host_name("[::1]:8000"), host_name("example.org.")
         ('localhost', '[::1]', 'example.org')
+        >>> host_name("localhost:80@evil.example"), host_name("[::1].evil.example")
+        ('localhost:80@evil.example', '[::1].evil.example')
     """
     host = host.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1] if end > 0 else host
-    return host.partition(":")[0].rstrip(".")
+    match = HOST_HEADER.fullmatch(host)
+    if match is None:
+        return host  # not a name and a port: matches no allowed name
+    name = match.group(1)
+    return name if name.startswith("[") else name.rstrip(".")
 
 
 def parse_allowed_hosts(value):

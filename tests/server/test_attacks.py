@@ -3,6 +3,7 @@
 import pytest
 
 from .helpers import create_run, post_events
+from .test_http_hardening import open_app
 
 
 @pytest.mark.parametrize("status", [[], {}, ["failed"], {"a": 1}, 1, None])
@@ -54,3 +55,20 @@ def test_run_ids_beyond_any_run_in_a_list_are_left_out(api, path):
     run_id = create_run(api)
     answer = api.get(path, params={"ids": f"{run_id},{BEYOND_ROW_IDS},999999999999999999"})
     assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost:80@evil.example",
+        "127.0.0.1:8000.evil.example",
+        "[::1].evil.example",
+        "[::1]evil.example",
+        "localhost:8000:evil.example",
+    ],
+)
+def test_open_server_refuses_a_host_header_that_only_starts_like_loopback(tmp_path, host):
+    """Host names were cut at the first ':' or after ']', so these passed as loopback."""
+    with open_app(tmp_path) as api:
+        assert api.get("/api/v1/runs", headers={"Host": host}).status_code == 400
+        assert api.get("/api/v1/runs", headers={"Host": "localhost:8000"}).status_code == 200
