@@ -176,5 +176,20 @@ def read_spool_header(path):
 
 
 def spool_files(directory=None):
-    """The spool files waiting in `directory` (default: the machine's spool)."""
-    return sorted(Path(directory or default_spool_dir()).glob("*.jsonl"))
+    """The spool files waiting in `directory` (default: the machine's spool).
+
+    Only this user's own files: in a folder others may write to (a shared
+    `CALLBOARD_SPOOL_DIR`), a file someone else put there would otherwise be
+    sent with this user's token.
+    """
+    paths = sorted(Path(directory or default_spool_dir()).glob("*.jsonl"))
+    return [path for path in paths if _owned_by_me(path)]
+
+
+def _owned_by_me(path):
+    if not hasattr(os, "getuid"):  # Windows: no owner ids to compare
+        return True
+    try:
+        return path.stat().st_uid == os.getuid()
+    except OSError:
+        return False

@@ -122,3 +122,36 @@ print(list(sync(client=server.client()).values()), [e["kind"] for e in server.st
 def test_the_client_imports_and_spools_without_fcntl(tmp_path):
     done = run_script(WITHOUT_FCNTL, tmp_path)
     assert "[3] ['train_begin', 'epoch_end', 'train_end']" in done.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs chown")
+def test_sync_sends_no_spool_file_another_user_put_in_a_shared_folder(tmp_path):
+    """A file planted in a shared spool folder was sent to the server with our token."""
+    import json
+
+    import httpx
+
+    from callboard.client.sync import sync
+
+    root = "http://callboard.test"
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    for name in ("planted", "mine"):
+        header = {"root": root, "run": {"name": name, "uid": f"{name}-uid-0001"}}
+        (shared / f"{name}.jsonl").write_text(
+            json.dumps({"header": header}) + "\n" + json.dumps({"seq": 1, "kind": "note"}) + "\n"
+        )
+    os.chown(shared / "planted.jsonl", 65534, 65534)
+    created = []
+
+    def answer(request):
+        if request.url.path == "/api/v1/runs":
+            created.append(json.loads(request.content)["name"])
+            return httpx.Response(201, json={"id": 1, "uid": "x", "status": "running"})
+        return httpx.Response(200, json={"accepted": 1, "duplicates": 0, "status": "running"})
+
+    client = httpx.Client(transport=httpx.MockTransport(answer))
+    results = sync(shared, root=root, token="cb_secret", client=client)
+    assert created == ["mine"]
+    assert [path.name for path in results] == ["mine.jsonl"]
+    assert (shared / "planted.jsonl").exists()
