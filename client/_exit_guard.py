@@ -1,5 +1,8 @@
 """Ends open runs when the process dies: an uncaught exception marks them `failed`.
 
+Ctrl-C (`KeyboardInterrupt`) is a person stopping the training, not a failure:
+it marks them `stopped`.
+
 Keras calls no callback when an exception escapes `fit()`, so open runs are
 closed from `sys.excepthook` (with the error) and, failing that, at exit. At
 exit it also gives senders still delivering a run's last events (a slow server
@@ -20,8 +23,18 @@ _lock = threading.Lock()
 _installed = False
 
 
-def _describe(exc_type, exc):
-    return f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__
+def ending_of(exc_type, exc):
+    """`(status, error)` for a run ended by exception `exc`.
+
+    Example:
+        >>> ending_of(KeyboardInterrupt, KeyboardInterrupt())
+        ('stopped', 'interrupted (KeyboardInterrupt, Ctrl-C)')
+        >>> ending_of(ValueError, ValueError("bad shape"))
+        ('failed', 'ValueError: bad shape')
+    """
+    if issubclass(exc_type, KeyboardInterrupt):
+        return "stopped", "interrupted (KeyboardInterrupt, Ctrl-C)"
+    return "failed", f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__
 
 
 def _finish_all(status, error):
@@ -35,7 +48,7 @@ def _install():
     previous_hook = sys.excepthook
 
     def excepthook(exc_type, exc, tb):
-        _finish_all("failed", _describe(exc_type, exc))
+        _finish_all(*ending_of(exc_type, exc))
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook

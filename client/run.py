@@ -247,6 +247,14 @@ class Run:
             self._stop_poller.close()
         self._sender.close(self.flush_timeout)
 
+    def end_with(self, exc):
+        """Close the run for exception `exc` that ended training.
+
+        Ctrl-C (`KeyboardInterrupt`) ends it `stopped`; any other exception `failed`.
+        """
+        status, error = _exit_guard.ending_of(type(exc), exc)
+        self.finish(status, error=error)
+
     def __enter__(self):
         return self.start()
 
@@ -254,5 +262,5 @@ class Run:
         if exc_type is None:
             self.finish()
         else:
-            self.finish("failed", error=f"{exc_type.__name__}: {exc}")
+            self.end_with(exc)
         return False

@@ -87,15 +87,20 @@ def train_demo_model(root, epochs=None, run_name="demo", token=None):
     ]
     if epochs is not None:
         callbacks.append(EarlyStopping(monitor="val_loss", patience=8))
-    return model.fit(
-        x,
-        y,
-        validation_split=0.2,
-        epochs=UNTIL_STOPPED if epochs is None else epochs,
-        batch_size=64,
-        verbose=2,
-        callbacks=callbacks,
-    )
+    try:
+        return model.fit(
+            x,
+            y,
+            validation_split=0.2,
+            epochs=UNTIL_STOPPED if epochs is None else epochs,
+            batch_size=64,
+            verbose=2,
+            callbacks=callbacks,
+        )
+    except KeyboardInterrupt as exc:  # Keras calls no callback: the run ends `stopped`
+        if callbacks[0].run is not None:
+            callbacks[0].run.end_with(exc)
+        raise
 
 
 def run_demo(settings, port=8000, epochs=None, root=None, keep_serving=True, token=None):

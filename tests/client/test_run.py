@@ -42,6 +42,14 @@ def test_an_exception_in_the_block_ends_the_run_failed(server):
     assert "ZeroDivisionError" in server.stored()[-1]["data"]["error"]
 
 
+def test_ctrl_c_ends_the_run_stopped_not_failed(server):
+    # Ctrl-C is how the README says to end the demo: it marked the run 'failed'.
+    with pytest.raises(KeyboardInterrupt), make_run(server):
+        raise KeyboardInterrupt
+    assert server.stored()[-1]["data"]["status"] == "stopped"
+    assert "Ctrl-C" in server.stored()[-1]["data"]["error"]
+
+
 def test_server_errors_are_retried_and_nothing_is_lost_or_duplicated(server):
     server.fail_next(3, status=503)
     with make_run(server) as run:

@@ -3,6 +3,7 @@
 The demo once trained 30 epochs in 25 s and ended before a newcomer had opened its page.
 """
 
+import signal
 import socket
 import subprocess
 import sys
@@ -113,3 +114,14 @@ def test_demo_on_a_database_with_tokens_trains_with_the_token_given(tmp_path):
     with TestClient(create_app(Settings(database_url=url))) as api:
         runs = api.get("/api/v1/runs", headers={"Authorization": f"Bearer {read}"}).json()
     assert [(run["name"], run["epochs_done"]) for run in runs["runs"]] == [("demo", 1)]
+
+
+def test_ctrl_c_ends_the_demo_run_stopped(tmp_path):
+    # The README offers Ctrl-C to end the demo; the run was left 'failed' at exit.
+    root, process = start_demo(tmp_path)
+    run_id = wait_for_demo_run(root, process, epochs_done=2)
+    process.send_signal(signal.SIGINT)
+    out, err = ended(process, timeout=120)
+    assert "Training interrupted" in out, out + err
+    run = stored_run(tmp_path, run_id)
+    assert run["status"] == "stopped", run
