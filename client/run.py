@@ -157,8 +157,11 @@ class Run:
 
         Non-urgent events (per-batch metrics) may wait a moment to share a request.
         A metric the server would refuse (a bad name, a value that is not a number)
-        is dropped alone, with one warning per name.
+        is dropped alone, with one warning per name. The first event starts the
+        run if `start()` was not called.
         """
+        if not self._started:
+            self.start()
         metrics, dropped = clean_metrics(metrics)
         if dropped:
             self._warn_dropped(dropped)

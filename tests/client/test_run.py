@@ -50,6 +50,14 @@ def test_ctrl_c_ends_the_run_stopped_not_failed(server):
     assert "Ctrl-C" in server.stored()[-1]["data"]["error"]
 
 
+def test_logging_without_start_starts_the_run(server):
+    # Run(...).log() without start() or `with` queued events that were never sent.
+    run = make_run(server)
+    run.log({"loss": 0.5}, epoch=0)
+    run.finish()
+    assert [e["kind"] for e in server.stored()] == ["train_begin", "epoch_end", "train_end"]
+
+
 def test_server_errors_are_retried_and_nothing_is_lost_or_duplicated(server):
     server.fail_next(3, status=503)
     with make_run(server) as run:
