@@ -25,7 +25,7 @@ from .lean import ROW_ID
 from .models import RUN_STATUSES, Event, Project, Run
 from .routes import login
 from .routes.login import PageReader
-from .views import run_detail
+from .views import SUMMARY_ONLY, run_detail
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -183,7 +183,8 @@ def compare_page(
     """Runs side by side: one metric overlaid, best values, config differences."""
     found = (_visible_run(session, principal, run_id) for run_id in parse_ids(ids or []))
     runs = [run for run in found if run is not None]
-    recent = session.scalars(select(Run).order_by(Run.created_at.desc(), Run.id.desc()).limit(50))
+    newest_first = (Run.created_at.desc(), Run.id.desc())
+    recent = session.scalars(select(Run).options(*SUMMARY_ONLY).order_by(*newest_first).limit(50))
     chosen = {run.id for run in runs}
     differences = config_differences(runs)
     candidates = runs + [

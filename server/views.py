@@ -1,6 +1,13 @@
 """The JSON shapes of runs and events, as the REST API returns them."""
 
+from sqlalchemy.orm import defer
+
 from .control import control_state
+from .models import Run
+
+# What `run_summary` never reads, left in the database when listing runs: a run's
+# config may be megabytes, and a list of 1,000 runs must not load them all.
+SUMMARY_ONLY = (defer(Run.config), defer(Run.versions))
 
 
 def last_values(run):

@@ -23,7 +23,7 @@ from ..ingest import UidTaken, create_run
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Project, Run
 from ..schemas import MAX_BIGINT, Name, NamePart, RunCreate, RunStatus, Text
-from ..views import run_detail, run_summary
+from ..views import SUMMARY_ONLY, run_detail, run_summary
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -93,8 +93,10 @@ def list_runs(
     if tag:
         # Tags are a JSON list; its text holds the tag as a JSON string, as `json_dumps` wrote it.
         query = query.where(cast(Run.tags, String).contains(json_dumps(tag), autoescape=True))
-    total = session.scalar(select(func.count()).select_from(query.subquery()))
-    runs = session.scalars(query.order_by(*SORTS[sort]).limit(limit).offset(offset)).all()
+    matching = query.with_only_columns(Run.id).subquery()
+    total = session.scalar(select(func.count()).select_from(matching))
+    page = query.options(*SUMMARY_ONLY).order_by(*SORTS[sort]).limit(limit).offset(offset)
+    runs = session.scalars(page).all()
     return {
         "runs": [run_summary(run) for run in runs],
         "total": total,

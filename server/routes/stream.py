@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from ..deps import AfterRowId, DatabaseDep, HubDep, Reader, RowId, SettingsDep, still_admitted
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Event, Project, Run
-from ..views import event_view, run_summary
+from ..views import SUMMARY_ONLY, event_view, run_summary
 
 router = APIRouter(tags=["live"])
 
@@ -194,7 +194,7 @@ async def stream_run(
 
 def _read_runs_changes(database, since, project):
     with database.reader() as session:
-        query = select(Run).where(Run.updated_at > since)
+        query = select(Run).options(*SUMMARY_ONLY).where(Run.updated_at > since)
         if project is not None:
             query = query.join(Project).where(Project.name == project)
         runs = session.scalars(query.order_by(Run.updated_at).limit(BATCH)).all()

@@ -179,3 +179,28 @@ def test_events_filter_by_kind_and_page_by_id(api):
     assert [e["seq"] for e in after.json()["events"]] == [2, 3]
     no_metrics = api.get(f"/api/v1/runs/{run_id}/events", params={"include_metrics": False})
     assert [e["seq"] for e in no_metrics.json()["events"]] == [1, 3]
+
+
+def test_listing_runs_leaves_their_configs_in_the_database(api):
+    # Each listed run's whole config was loaded to answer a list that never sends it:
+    # 30 runs with a 7 MB config each took one reader's GET /runs to +390 MB.
+    from sqlalchemy import event
+
+    create_run(api, name="big", config={"blob": "x" * 100_000}, versions={"keras": "3"})
+    statements = []
+
+    def record(_conn, _cursor, statement, *_):
+        statements.append(statement)
+
+    engine = api.app.state.database.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        listed = api.get("/api/v1/runs").json()["runs"]
+        assert api.get("/compare").status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert [run["name"] for run in listed] == ["big"]
+    loaded = " ".join(statements)
+    assert "runs.config" not in loaded and "runs.versions" not in loaded
+    detail = api.get(f"/api/v1/runs/{listed[0]['id']}").json()
+    assert len(detail["config"]["blob"]) == 100_000
