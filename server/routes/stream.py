@@ -23,7 +23,16 @@ from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import AfterRowId, DatabaseDep, HubDep, Reader, RowId, SettingsDep, still_admitted
+from ..deps import (
+    AfterRowId,
+    DatabaseDep,
+    HubDep,
+    Reader,
+    RowId,
+    SettingsDep,
+    get_run,
+    still_admitted,
+)
 from ..live import RUNS_CHANNEL, run_channel
 from ..models import Event, Project, Run
 from ..views import SUMMARY_ONLY, event_view, run_summary
@@ -124,10 +133,10 @@ def _cursor(last_event_id, after, kind):
         ) from None
 
 
-def _find_run(database, run_id, principal):
+def _check_run_visible(database, run_id, principal):
+    """`deps.get_run` on a session of its own: 404 for a run missing or out of project."""
     with database.reader() as session:
-        run = session.get(Run, run_id)
-        return run is not None and principal.sees_project(run.project.name)
+        get_run(run_id, session, principal)
 
 
 def _read_run_changes(database, run_id, after_id):
@@ -161,8 +170,7 @@ async def stream_run(
     after: AfterRowId = 0,
 ):
     """The run's events (`message`, id = event id) and its status (`run`), live."""
-    if not await run_in_threadpool(_find_run, database, run_id, principal):
-        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
+    await run_in_threadpool(_check_run_visible, database, run_id, principal)
     cursor = _cursor(last_event_id, after, EVENT_CURSOR)
 
     async def messages():
