@@ -1,5 +1,5 @@
 """`python -m callboard.server` is the `callboard` command."""
 
-from .cli import app
+from callboard.server.cli.main import app
 
 app(prog_name="callboard")

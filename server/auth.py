@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from .models import ApiToken, DashboardSession
+from callboard.server.store.models import ApiToken, DashboardSession
 
 ROLES = ("ingest", "read", "control", "admin")
 SCOPES = {

@@ -5,8 +5,8 @@ from typing import NamedTuple
 
 from sqlalchemy import select
 
-from .ingest import add_server_event, param_marker
-from .models import ENDED_STATUSES, Project, Run
+from callboard.server.store.ingest import add_server_event, param_marker
+from callboard.server.store.models import ENDED_STATUSES, Project, Run
 
 
 class ControlRow(NamedTuple):

@@ -5,17 +5,17 @@ from urllib.parse import parse_qs
 
 from sqlalchemy import select
 
-from .ingest import (
+from callboard.server.api.schemas import MAX_KEY_LENGTH, MAX_KEYS_PER_EVENT, EventIn, RunCreate
+from callboard.server.stock_runs import StockClient, clash_messages, continued_run
+from callboard.server.store.ingest import (
     add_server_event,
     automatic_run_name,
     create_run,
     get_or_create_project,
     ingest_events,
 )
-from .models import ENDED_STATUSES, STOCK_SOURCES, Event, Project, Run
-from .schemas import MAX_KEY_LENGTH, MAX_KEYS_PER_EVENT, EventIn, RunCreate
-from .stock_runs import StockClient, clash_messages, continued_run
-from .values import json_safe, parse_number
+from callboard.server.store.models import ENDED_STATUSES, STOCK_SOURCES, Event, Project, Run
+from callboard.server.store.storable import json_safe, parse_number
 
 NAMED, AUTOMATIC = STOCK_SOURCES
 MAX_EPOCH = 2**31 - 1  # epochs are INTEGER columns

@@ -3,9 +3,22 @@
 import time
 
 from sqlalchemy import select
+from sqlalchemy.orm import load_only
 
-from .ingest import add_server_event
-from .models import STOCK_SOURCES, Run
+from callboard.server.store.ingest import add_server_event
+from callboard.server.store.models import STOCK_SOURCES, Run
+
+# The columns a sweep reads and writes.
+SWEPT = (
+    Run.status,
+    Run.source,
+    Run.updated_at,
+    Run.ended_at,
+    Run.stopped_at,
+    Run.stop_acknowledged_at,
+    Run.last_epoch,
+    Run.last_step,
+)
 
 
 def mark_silent_runs(session, lost_after_seconds, now=None):
@@ -19,6 +32,7 @@ def mark_silent_runs(session, lost_after_seconds, now=None):
     now = time.time() if now is None else now
     silent = session.scalars(
         select(Run)
+        .options(load_only(*SWEPT, raiseload=True))  # never a run's config: it may be megabytes
         .where(Run.status == "running", Run.updated_at < now - lost_after_seconds)
         .with_for_update(skip_locked=True, of=Run)
     ).all()

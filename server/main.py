@@ -10,23 +10,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from . import migrate, pages
-from .auth import TokenStore
-from .db import Database
-from .group_commit import GroupCommit
-from .lifecycle import mark_silent_runs
-from .live import RUNS_CHANNEL, make_hub, run_channel
-from .middleware import (
-    DATABASE_BUSY,
-    BodySizeLimit,
-    CrossSiteGuard,
-    HostAllowList,
-    SecurityHeaders,
-)
-from .rate_limit import RateLimiter
-from .routes import (
+from callboard.server.api.routes import (
     control,
-    docs,
     events,
     extremes,
     health,
@@ -37,8 +22,24 @@ from .routes import (
     stream,
     tokens,
 )
-from .schemas import validation_error_answer
-from .settings import Settings
+from callboard.server.api.schemas import validation_error_answer
+from callboard.server.auth import TokenStore
+from callboard.server.http.middleware import (
+    DATABASE_BUSY,
+    BodySizeLimit,
+    CrossSiteGuard,
+    HostAllowList,
+    SecurityHeaders,
+)
+from callboard.server.http.rate_limit import RateLimiter
+from callboard.server.lifecycle import mark_silent_runs
+from callboard.server.live import make_hub
+from callboard.server.live.hub import RUNS_CHANNEL, run_channel
+from callboard.server.settings import Settings
+from callboard.server.store import migrate
+from callboard.server.store.db import Database
+from callboard.server.store.group_commit import GroupCommit
+from callboard.server.web import api_docs, pages
 
 log = logging.getLogger("callboard.server")
 
@@ -127,7 +128,7 @@ def create_app(settings=None):
     for module in (events, runs, metrics, control, stream, tokens, health, sparklines, extremes):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(publish.router)
-    app.include_router(docs.router)
+    app.include_router(api_docs.router)
     app.include_router(pages.router)
     app.mount("/static", pages.static_files(), name="static")
     return app

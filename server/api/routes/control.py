@@ -1,0 +1,99 @@
+"""Remote control of a run: request a stop, poll the control state, acknowledge."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from callboard.server.api.deps import (
+    Controller,
+    HubDep,
+    PrincipalDep,
+    RowId,
+    SessionDep,
+    WriteSessionDep,
+    check_project,
+    lock_visible_run,
+    require,
+)
+from callboard.server.api.fast_path import authorize, documented_path, json_answer, row_id
+from callboard.server.api.schemas import Name, StopRequest
+from callboard.server.auth import Principal
+from callboard.server.control import (
+    StopRefused,
+    acknowledge_stop,
+    control_state,
+    newest_live_run,
+    read_control_row,
+    request_stop,
+)
+from callboard.server.live.hub import RUNS_CHANNEL, run_channel
+
+router = APIRouter(tags=["control"])
+
+
+@router.post("/runs/{run_id}/stop")
+def stop(
+    run_id: RowId,
+    session: WriteSessionDep,
+    hub: HubDep,
+    principal: Controller,
+    request: Annotated[StopRequest | None, Body()] = None,
+):
+    """Ask the run to stop at its next batch; asking twice is harmless."""
+    run = lock_visible_run(session, run_id, principal)
+    try:
+        request_stop(session, run, request.reason if request else None)
+    except StopRefused as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    session.commit()
+    hub.publish(run_channel(run_id), RUNS_CHANNEL)
+    return control_state(run)
+
+
+@router.get("/runs/{run_id}/control", openapi_extra=documented_path())
+async def read_control(request: Request):
+    """What the training client polls: whether a stop was requested, and its state.
+
+    Every training client asks once a second, so this is served lean (`lean`):
+    one query on one worker thread, the same 401/403/404/422 answers.
+    """
+    principal = await authorize(request, "read", "ingest")
+    run_id = row_id(request)
+    run = await run_in_threadpool(read_control_row, request.app.state.database, run_id)
+    if run is None or not principal.sees_project(run.project):
+        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
+    return json_answer(control_state(run))
+
+
+@router.post("/runs/{run_id}/control/ack", dependencies=[Depends(require("ingest", "control"))])
+def acknowledge(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: PrincipalDep):
+    """The client saw the stop request and is stopping."""
+    run = lock_visible_run(session, run_id, principal)
+    if acknowledge_stop(session, run):
+        session.commit()
+        hub.publish(run_channel(run_id), RUNS_CHANNEL)
+    return control_state(run)
+
+
+@router.get("/control")
+def read_control_by_name(
+    session: SessionDep,
+    principal: Annotated[Principal, Depends(require("read", "ingest"))],
+    name: Annotated[Name, Query(description="run name")],
+    project: Annotated[Name, Query(description="project name")] = "default",
+):
+    """The control state of the newest live (running or lost) run called `name` in `project`.
+
+    For `RemoteStop(run=NAME)` beside the stock `keras.callbacks.RemoteMonitor`,
+    which never learns its run's id: ingest tokens may ask, as they may poll a
+    run's control, and learn only the run's id and control state. 404 while no
+    run of that name is live; 403 for a project outside the token's.
+    """
+    check_project(principal, project)
+    run = newest_live_run(session, name, project)
+    if run is None:
+        raise HTTPException(
+            status_code=404, detail=f"no live run named {name!r} in project {project!r}"
+        )
+    return control_state(run)

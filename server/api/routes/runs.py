@@ -1,0 +1,135 @@
+"""Runs: create, list, read, heartbeat, export."""
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response
+from sqlalchemy import String, cast, func, select
+
+from callboard.server.api.deps import (
+    HubDep,
+    Ingester,
+    Reader,
+    RowId,
+    RunDep,
+    SessionDep,
+    WriteSessionDep,
+    check_project,
+    lock_visible_run,
+)
+from callboard.server.api.schemas import MAX_BIGINT, Name, NamePart, RunCreate, RunStatus, Text
+from callboard.server.api.views import SUMMARY_ONLY, run_detail, run_summary
+from callboard.server.live.hub import RUNS_CHANNEL, run_channel
+from callboard.server.store.db import json_dumps
+from callboard.server.store.export import epochs_csv
+from callboard.server.store.ingest import UidTaken, create_run
+from callboard.server.store.models import Project, Run
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+SORTS = {
+    "newest": (Run.created_at.desc(), Run.id.desc()),
+    "oldest": (Run.created_at.asc(), Run.id.asc()),
+    "updated": (Run.updated_at.desc(), Run.id.desc()),
+    "name": (Run.name.asc(), Run.id.desc()),
+}
+
+
+@router.post("", status_code=201)
+def create(
+    spec: RunCreate,
+    session: WriteSessionDep,
+    hub: HubDep,
+    response: Response,
+    principal: Ingester,
+):
+    """Create a run; posting the same `uid` again returns the same run (200).
+
+    A uid is claimed only in its run's own project (409 otherwise), by a caller
+    that may write that project (403 otherwise).
+    """
+    check_project(principal, spec.project)
+    try:
+        run, created = create_run(session, spec)
+    except UidTaken as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    session.commit()
+    if created:
+        hub.publish(RUNS_CHANNEL)
+    else:
+        response.status_code = 200
+    return run_detail(run)
+
+
+@router.get("")
+def list_runs(
+    session: SessionDep,
+    principal: Reader,
+    name: Annotated[Name | None, Query()] = None,
+    project: Annotated[Name | None, Query()] = None,
+    status: RunStatus | None = None,
+    tag: Annotated[Text | None, Query(max_length=100)] = None,
+    q: Annotated[NamePart | None, Query(description="substring of the name")] = None,
+    sort: Annotated[str, Query(pattern="^(" + "|".join(SORTS) + ")$")] = "newest",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
+):
+    """Runs, newest first, filtered by exact name, project, status, tag or name substring."""
+    if principal.project is not None:
+        check_project(principal, project or principal.project)
+        project = principal.project
+    query = select(Run)
+    if name is not None:
+        query = query.where(Run.name == name)
+    if project is not None:
+        # By project id (a scalar subquery, not a join), so PostgreSQL finds the
+        # project's runs through ix_runs_project_created (project_id, created_at, id).
+        project_id = select(Project.id).where(Project.name == project).scalar_subquery()
+        query = query.where(Run.project_id == project_id)
+    if status is not None:
+        query = query.where(Run.status == status)
+    if q:
+        query = query.where(Run.name.contains(q, autoescape=True))
+    if tag:
+        # Tags are a JSON list; its text holds the tag as a JSON string, as `json_dumps` wrote it.
+        query = query.where(cast(Run.tags, String).contains(json_dumps(tag), autoescape=True))
+    matching = query.with_only_columns(Run.id).subquery()
+    total = session.scalar(select(func.count()).select_from(matching))
+    page = query.options(*SUMMARY_ONLY).order_by(*SORTS[sort]).limit(limit).offset(offset)
+    runs = session.scalars(page).all()
+    return {
+        "runs": [run_summary(run) for run in runs],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/{run_id}")
+def read_run(run: RunDep, _: Reader):
+    """A run: status, epochs done, last value of each metric, config, times, stop state."""
+    return run_detail(run)
+
+
+@router.post("/{run_id}/heartbeat")
+def heartbeat(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: Ingester):
+    """The client is alive; a `lost` run becomes `running` again."""
+    run = lock_visible_run(session, run_id, principal)
+    run.updated_at = time.time()
+    revived = run.status == "lost"
+    if revived:
+        run.status = "running"
+    session.commit()
+    if revived:
+        hub.publish(RUNS_CHANNEL, run_channel(run_id))
+    return {"status": run.status}
+
+
+@router.get("/{run_id}/export.csv", response_class=Response)
+def export_csv(run: RunDep, session: SessionDep, _: Reader):
+    """The run's epochs as CSV, in the shape Keras's CSVLogger writes."""
+    return Response(
+        epochs_csv(session, run.id),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="run-{run.id}.csv"'},
+    )

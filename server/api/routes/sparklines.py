@@ -1,0 +1,59 @@
+"""Sparklines: each run's main metric as a short series, for many runs in one request."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from callboard.server.api.deps import Reader, SessionDep
+from callboard.server.api.schemas import MAX_ROW_ID
+from callboard.server.store.models import Run
+from callboard.server.store.series import read_series
+
+router = APIRouter(tags=["dashboard"])
+
+MAX_IDS = 200
+IDS = Query(
+    pattern=r"^\d{1,18}(,\d{1,18})*$",
+    max_length=19 * MAX_IDS,
+    description=f"comma-separated run ids (at most {MAX_IDS})",
+)
+PREFERRED = ("val_loss", "loss")
+NOT_MAIN = ("learning_rate", "lr")
+
+
+def main_metric(keys):
+    """The metric a run is judged by: val_loss, else loss, else its first epoch metric."""
+    keys = sorted(keys)
+    for key in PREFERRED:
+        if key in keys:
+            return key
+    epoch_keys = [k for k in keys if not k.startswith("batch/") and k not in NOT_MAIN]
+    return (epoch_keys or keys or [None])[0]
+
+
+def visible_runs(session, principal, ids):
+    """The runs among `ids` (a comma-separated string) that the caller may see."""
+    wanted = [int(part) for part in ids.split(",")][:MAX_IDS]
+    wanted = [run_id for run_id in wanted if run_id <= MAX_ROW_ID]  # no run has a larger id
+    runs = session.scalars(select(Run).where(Run.id.in_(wanted))).all()
+    return [run for run in runs if principal.sees_project(run.project.name)]
+
+
+@router.get("/sparklines")
+def sparklines(
+    session: SessionDep,
+    principal: Reader,
+    ids: Annotated[str, IDS],
+    points: Annotated[int, Query(ge=2, le=500)] = 48,
+):
+    """`{"sparklines": {run id: {"key", "values"}}}`: the main metric, downsampled to `points`."""
+    found = {}
+    for run in visible_runs(session, principal, ids):
+        key = main_metric((run.summary or {}).keys())
+        values = []
+        if key is not None:
+            series, _total = read_series(session, run.id, key, points)
+            values = [point["value"] for point in series]
+        found[str(run.id)] = {"key": key, "values": values}
+    return {"sparklines": found}

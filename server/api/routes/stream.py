@@ -1,0 +1,257 @@
+"""Server-sent events: a run's events as they are stored, and changes to the runs list.
+
+Each message carries an `id`; a browser reconnecting with `Last-Event-ID`
+(EventSource does it by itself) gets everything it missed, read from the database.
+
+Every open stream re-checks its caller's token or session every
+`AUTH_CHECK_SECONDS` (through the token cache), and after each `BATCH` of a
+backlog, and ends once it no longer admits them: a revoked token or an expired
+session stops delivering within seconds, even halfway through a long history.
+
+Memory: a stream holds at most `BATCH` messages, as text, while a slow reader
+drains them, and a server serves at most `Settings.max_streams` streams at once
+(more get 503 with `Retry-After`).
+"""
+
+import json
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import Field, TypeAdapter, ValidationError
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from callboard.server.api.deps import (
+    AfterRowId,
+    DatabaseDep,
+    HubDep,
+    Reader,
+    RowId,
+    SettingsDep,
+    get_run,
+    still_admitted,
+)
+from callboard.server.api.views import SUMMARY_ONLY, event_view, run_summary
+from callboard.server.live.hub import RUNS_CHANNEL, run_channel
+from callboard.server.store.models import Event, Project, Run
+
+router = APIRouter(tags=["live"])
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+BATCH = 200  # messages read, and held until a slow reader takes them, per stream
+AUTH_CHECK_SECONDS = 2.0  # the token cache's lifetime: a re-check sees a revocation
+STREAMS_BUSY_RETRY_SECONDS = 5
+
+
+def sse_message(data, event=None, message_id=None):
+    lines = []
+    if message_id is not None:
+        lines.append(f"id: {message_id}")
+    if event:
+        lines.append(f"event: {event}")
+    lines.append("data: " + json.dumps(data, separators=(",", ":")))
+    return "\n".join(lines) + "\n\n"
+
+
+EVENT_CURSOR = TypeAdapter(AfterRowId)  # a run stream's message ids are event ids
+TIME_CURSOR = TypeAdapter(Annotated[float, Field(ge=0, allow_inf_nan=False)])  # update times
+
+
+class StreamSlots:
+    """Counts the streams open on this server and refuses more than `limit` (503)."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.open = 0
+
+    def take(self):
+        if self.open >= self.limit:
+            raise HTTPException(
+                status_code=503,
+                detail=f"this server already serves {self.limit} live streams: retry shortly",
+                headers={"Retry-After": str(STREAMS_BUSY_RETRY_SECONDS)},
+            )
+        self.open += 1
+
+    def give_back(self):
+        self.open -= 1
+
+
+def stream_slots(app):
+    """The app's `StreamSlots`, made on first use (streams run on the event loop only)."""
+    slots = getattr(app.state, "stream_slots", None)
+    if slots is None:
+        slots = app.state.stream_slots = StreamSlots(app.state.settings.max_streams)
+    return slots
+
+
+class LiveStream(StreamingResponse):
+    """A server-sent events answer holding one of the server's stream slots until it ends."""
+
+    def __init__(self, request, messages):
+        self.slots = stream_slots(request.app)
+        self.slots.take()
+        super().__init__(messages, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slots.give_back()
+
+
+async def next_wakeup(request, subscription, keepalive_seconds):
+    """Wait for a change on `subscription`: True on one, False when a keepalive is due,
+    None once the caller's credential no longer admits them (the stream must end).
+
+    The credential is re-checked every `AUTH_CHECK_SECONDS` meanwhile.
+    """
+    deadline = time.monotonic() + keepalive_seconds
+    while True:
+        left = deadline - time.monotonic()
+        changed = await subscription.wait(max(0.0, min(AUTH_CHECK_SECONDS, left)))
+        if not await still_admitted(request, "read"):
+            return None
+        if changed:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+
+
+def _cursor(last_event_id, after, kind):
+    """Where a stream starts: the `Last-Event-ID` a browser sends back, else `after`, else 0."""
+    if not last_event_id:
+        return after or 0
+    try:
+        return kind.validate_python(last_event_id)
+    except ValidationError:
+        what = "an event id" if kind is EVENT_CURSOR else "an update time"
+        raise HTTPException(
+            status_code=400, detail=f"Last-Event-ID must be {what} this stream sent"
+        ) from None
+
+
+def _check_run_visible(database, run_id, principal):
+    """`deps.get_run` on a session of its own: 404 for a run missing or out of project."""
+    with database.reader() as session:
+        get_run(run_id, session, principal)
+
+
+def _read_run_changes(database, run_id, after_id):
+    with database.reader() as session:
+        run = session.get(Run, run_id)
+        events = session.scalars(
+            select(Event)
+            .where(Event.run_id == run_id, Event.id > after_id)
+            .order_by(Event.id)
+            .limit(BATCH)
+        ).all()
+        return run_summary(run), [event_view(event) for event in events]
+
+
+def _run_messages(database, run_id, after_id):
+    """`(run summary, its events after after_id as SSE text, last event id, event count)`."""
+    run, events = _read_run_changes(database, run_id, after_id)
+    text = "".join(sse_message(event, message_id=event["id"]) for event in events)
+    return run, text, (events[-1]["id"] if events else after_id), len(events)
+
+
+@router.get("/runs/{run_id}/stream")
+async def stream_run(
+    request: Request,
+    run_id: RowId,
+    database: DatabaseDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    principal: Reader,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: AfterRowId = 0,
+):
+    """The run's events (`message`, id = event id) and its status (`run`), live."""
+    await run_in_threadpool(_check_run_visible, database, run_id, principal)
+    cursor = _cursor(last_event_id, after, EVENT_CURSOR)
+
+    async def messages():
+        nonlocal cursor
+        with hub.subscribe(run_channel(run_id)) as subscription:
+            yield "retry: 1000\n\n"
+            last_run = None
+            while True:
+                run, text, cursor, count = await run_in_threadpool(
+                    _run_messages, database, run_id, cursor
+                )
+                if text:
+                    yield text
+                if run != last_run:
+                    last_run = run
+                    yield sse_message(run, event="run")
+                if count == BATCH:
+                    if not await still_admitted(request, "read"):
+                        return  # a revoked caller gets no more of a long backlog
+                    continue
+                woken = await next_wakeup(request, subscription, settings.stream_keepalive_seconds)
+                if woken is None:
+                    return
+                if not woken:
+                    yield ": keepalive\n\n"
+
+    return LiveStream(request, messages())
+
+
+def _read_runs_changes(database, since, project):
+    with database.reader() as session:
+        query = select(Run).options(*SUMMARY_ONLY).where(Run.updated_at > since)
+        if project is not None:
+            query = query.join(Project).where(Project.name == project)
+        runs = session.scalars(query.order_by(Run.updated_at).limit(BATCH)).all()
+        return [run_summary(run) for run in runs]
+
+
+def _runs_messages(database, since, project):
+    """`(runs changed after since as SSE text, the newest update time, run count)`."""
+    runs = _read_runs_changes(database, since, project)
+    messages = []
+    for run in runs:
+        since = max(since, run["updated_at"])
+        messages.append(sse_message(run, event="run", message_id=repr(since)))
+    return "".join(messages), since, len(runs)
+
+
+@router.get("/stream")
+async def stream_runs(
+    request: Request,
+    database: DatabaseDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    principal: Reader,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[
+        float | None, Query(ge=0, allow_inf_nan=False, description="update time to start after")
+    ] = None,
+):
+    """Every change to any run (`run` messages, id = the run's update time), live."""
+    cursor = _cursor(last_event_id, after, TIME_CURSOR)
+
+    async def messages():
+        nonlocal cursor
+        with hub.subscribe(RUNS_CHANNEL) as subscription:
+            yield "retry: 1000\n\n"
+            while True:
+                text, cursor, count = await run_in_threadpool(
+                    _runs_messages, database, cursor, principal.project
+                )
+                if text:
+                    yield text
+                if count == BATCH:
+                    if not await still_admitted(request, "read"):
+                        return  # a revoked caller gets no more of a long backlog
+                    continue
+                woken = await next_wakeup(request, subscription, settings.stream_keepalive_seconds)
+                if woken is None:
+                    return
+                if not woken:
+                    yield ": keepalive\n\n"
+
+    return LiveStream(request, messages())

@@ -1,0 +1,1 @@
+"""The HTTP stack every answer passes through: middleware, rate limits, uvicorn options."""

@@ -1,0 +1,1 @@
+"""Storage: the tables, migrations, and every read and write of the database."""

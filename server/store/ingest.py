@@ -1,0 +1,399 @@
+"""Storing what clients send: runs, and batches of events stored exactly once per (run, seq)."""
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from callboard.server.store.bulk_insert import Table, insert_rows
+from callboard.server.store.db import json_dumps, json_loads
+from callboard.server.store.models import ENDED_STATUSES, Event, Project, Run
+from callboard.server.store.rollups import ROLLUPS, rollup_rows, rollup_upsert
+from callboard.server.store.storable import encode_number, json_safe
+
+END_STATUSES = set(ENDED_STATUSES)
+
+
+def insert_ignoring_conflicts(session, model, rows, index_elements):
+    """INSERT rows, skipping those that collide on `index_elements` (ON CONFLICT DO NOTHING)."""
+    if not rows:
+        return
+    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(model).on_conflict_do_nothing(index_elements=index_elements)
+    session.execute(statement, rows)
+
+
+def get_or_create_project(session, name):
+    insert_ignoring_conflicts(
+        session, Project, [{"name": name, "created_at": time.time()}], ["name"]
+    )
+    return session.scalars(select(Project).where(Project.name == name)).one()
+
+
+def automatic_run_name(now=None):
+    """A readable default name such as `run-20261128-153012-3fa2`."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"run-{stamp}-{uuid.uuid4().hex[:4]}"
+
+
+class UidTaken(ValueError):
+    """The uid belongs to a run of another project: it cannot be claimed from this one."""
+
+
+def _claimed(existing, spec):
+    """The run a uid claim returns: `existing` when it is in the project `spec` names."""
+    if existing.project.name != spec.project:
+        raise UidTaken(
+            f"uid {spec.uid!r} belongs to a run of another project; "
+            "a run is re-created with its uid only in its own project"
+        )
+    return existing, False
+
+
+def create_run(session, spec, source="client"):
+    """Create the run `spec` describes, or return the existing one with its uid.
+
+    Returns `(run, created)`. Raises `UidTaken` when a run of another project
+    holds the uid: nothing of that run is returned, nor changed.
+    """
+    if spec.uid:
+        existing = session.scalars(select(Run).where(Run.uid == spec.uid)).one_or_none()
+        if existing is not None:
+            return _claimed(existing, spec)
+    now = time.time()
+    project = get_or_create_project(session, spec.project)
+    run = Run(
+        uid=spec.uid or uuid.uuid4().hex,
+        project_id=project.id,
+        name=spec.name or automatic_run_name(now),
+        status="running",
+        source=source,
+        config=spec.config,  # validated `JsonObject`s are already `json_safe`
+        tags=spec.tags,
+        host=spec.host,
+        versions=spec.versions,
+        params={},
+        summary={},
+        epochs_done=0,
+        last_seq=0,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():  # a savepoint: a lost race leaves the transaction usable
+            session.add(run)
+    except IntegrityError:
+        # The same uid was created meanwhile by a concurrent request (or replica).
+        existing = session.scalars(select(Run).where(Run.uid == run.uid)).one_or_none()
+        if existing is None:
+            raise
+        return _claimed(existing, spec)
+    return run, True
+
+
+def lock_run(session, run_id):
+    """Load run `run_id` for update (row lock on PostgreSQL), or None."""
+    return session.scalars(
+        select(Run).where(Run.id == run_id).with_for_update(of=Run)
+    ).one_or_none()
+
+
+class RunNotFound(LookupError):
+    """The run does not exist, or the caller may not see it."""
+
+
+@dataclass
+class Stored:
+    """What `store_events` did: events accepted, duplicates skipped, the run's status after."""
+
+    accepted: int
+    duplicates: int
+    status: str
+
+
+# The run's columns that ingest reads and may change, in the order `_load_run` selects them.
+RUN_STATE = (
+    "status",
+    "last_seq",
+    "last_step",
+    "epochs_done",
+    "last_epoch",
+    "summary",
+    "params",
+    "stop_requested_at",
+    "ended_at",
+    "stopped_at",
+    "error",
+    "updated_at",
+)
+JSON_STATE = ("summary", "params")
+
+
+def store_events(connection, run_id, events, visible=None):
+    """Store `events` (validated `EventIn`s) of run `run_id` on `connection`; return a `Stored`.
+
+    The run's row is locked (PostgreSQL) for the rest of the transaction.
+    Events whose seq is already stored are skipped, so a retried batch is
+    stored once. Rows go in through one statement per table, straight on the
+    driver's cursor, and the run's row is updated once. Raises `RunNotFound`
+    when the run is missing or `visible(project_name)` is false; nothing is
+    written then.
+    """
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
+    try:
+        run, project = _load_run(cursor, dialect, run_id)
+        if run is None or (visible is not None and not visible(project)):
+            raise RunNotFound(run_id)
+        before = dict(run)
+        fresh = _fresh_events(cursor, dialect, run_id, run["last_seq"] or 0, events)
+        now = time.time()
+        if fresh:
+            _insert_events(cursor, dialect, run_id, fresh, now)
+            _apply_to_run(run, fresh, now)
+            if run["status"] == "lost":
+                run["status"] = "running"
+        run["updated_at"] = now
+        _update_run(cursor, dialect, run_id, before, run)
+    finally:
+        cursor.close()
+    return Stored(len(fresh), len(events) - len(fresh), run["status"])
+
+
+def ingest_events(session, run, events):
+    """`store_events` for a run loaded through the ORM; return `(accepted, duplicates)`.
+
+    The run object is expired: it reloads what ingest changed on next use.
+    """
+    session.flush()
+    stored = store_events(session.connection(), run.id, events)
+    session.expire(run)
+    return stored.accepted, stored.duplicates
+
+
+def param_marker(dialect):
+    """The driver's placeholder for a bound parameter: `?` (sqlite3) or `%s` (psycopg)."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
+
+
+def _load_run(cursor, dialect, run_id):
+    """The run's `RUN_STATE` as a dict and its project's name, or `(None, None)`."""
+    columns = ", ".join(f"runs.{name}" for name in RUN_STATE)
+    lock = " FOR UPDATE OF runs" if dialect.name == "postgresql" else ""
+    cursor.execute(
+        f"SELECT {columns}, projects.name FROM runs JOIN projects ON projects.id = runs.project_id "
+        f"WHERE runs.id = {param_marker(dialect)}{lock}",
+        (run_id,),
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None, None
+    run = dict(zip(RUN_STATE, row, strict=False))
+    for name in JSON_STATE:
+        if isinstance(run[name], str | bytes):
+            run[name] = json_loads(run[name])
+    return run, row[-1]
+
+
+def _update_run(cursor, dialect, run_id, before, after):
+    """UPDATE the run's columns that changed from `before` to `after`."""
+    changed = [name for name in RUN_STATE if after[name] != before[name]]
+    if not changed:
+        return
+    marker = param_marker(dialect)
+    values = [json_dumps(after[n]) if n in JSON_STATE else after[n] for n in changed]
+    cursor.execute(
+        f"UPDATE runs SET {', '.join(f'{name} = {marker}' for name in changed)} "
+        f"WHERE id = {marker}",
+        (*values, run_id),
+    )
+
+
+def _fresh_events(cursor, dialect, run_id, last_seq, events):
+    """The events not stored yet, in seq order, each seq once.
+
+    Every stored seq is at most the run's `last_seq`, so a batch entirely above
+    it (the usual case) needs no look-up.
+    """
+    if not events:
+        return []
+    if min(event.seq for event in events) > last_seq:
+        seen = set()
+    else:
+        seqs = sorted({event.seq for event in events if event.seq <= last_seq})
+        marker = param_marker(dialect)
+        seen = set()
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            cursor.execute(
+                f"SELECT seq FROM events WHERE run_id = {marker} "
+                f"AND seq IN ({', '.join([marker] * len(chunk))})",
+                (run_id, *chunk),
+            )
+            seen.update(seq for (seq,) in cursor.fetchall())
+    fresh = []
+    ordered = events if _ascending(events) else sorted(events, key=lambda e: e.seq)
+    for event in ordered:
+        if event.seq not in seen:
+            seen.add(event.seq)
+            fresh.append(event)
+    return fresh
+
+
+def _ascending(events):
+    return all(a.seq < b.seq for a, b in zip(events, events[1:], strict=False))
+
+
+def _insert_events(cursor, dialect, run_id, events, now):
+    """The events' rows, their metric points and the points' rollups."""
+    rows = []
+    points = []
+    add_point = points.append
+    for event in events:
+        when = event.time if event.time is not None else now
+        metrics = event.metrics
+        rows.append(
+            (
+                run_id,
+                event.seq,
+                event.kind,
+                event.epoch,
+                event.step,
+                when,
+                now,
+                json_dumps(_finite_names(metrics)) if metrics else "{}",
+                json_dumps(event.data) if event.data else "{}",
+            )
+        )
+        if metrics:
+            step = point_step(event)
+            epoch = event.epoch
+            for key, value in metrics.items():
+                add_point((run_id, key, step, epoch, None if value != value else value, when))
+    name = dialect.name
+    insert_rows(cursor, name, EVENTS, rows, "ON CONFLICT (run_id, seq) DO NOTHING")
+    if points:
+        insert_rows(cursor, name, POINTS, points)
+        insert_rows(cursor, name, ROLLUPS, rollup_rows(run_id, points), rollup_upsert(name))
+
+
+EVENTS = Table(
+    "events",
+    ("run_id", "seq", "kind", "epoch", "step", "time", "received_at", "metrics", "data"),
+    ("integer", "bigint", "text", "integer", "bigint", "float8", "float8", "json", "json"),
+)
+POINTS = Table(
+    "metric_points",
+    ("run_id", "key", "step", "epoch", "value", "time"),
+    ("integer", "text", "bigint", "integer", "float8", "float8"),
+)
+
+
+def _finite_names(metrics):
+    """`json_safe` for a validated `{key: float}`: non-finite values become their names."""
+    if math.isfinite(sum(metrics.values())):  # any NaN or infinity makes the sum non-finite
+        return metrics
+    return {key: encode_number(value) for key, value in metrics.items()}
+
+
+def point_step(event):
+    """Epoch metrics are indexed by epoch; everything else by step (else epoch, else seq)."""
+    if event.kind == "epoch_end" and event.epoch is not None:
+        return event.epoch
+    for candidate in (event.step, event.epoch):
+        if candidate is not None:
+            return candidate
+    return event.seq
+
+
+def _apply_to_run(run, events, now):
+    """Fold `events` into the run's counters, summary and status (a `RUN_STATE` dict)."""
+    last_seq = run["last_seq"] or 0
+    last_step = run["last_step"]
+    epochs_done = run["epochs_done"] or 0
+    last_epoch = run["last_epoch"]
+    steps, values = {}, {}  # each key's latest point in `events`: a later one wins a tie
+    in_step_order, previous = True, None
+    for event in events:
+        if event.seq > last_seq:
+            last_seq = event.seq
+        metrics = event.metrics
+        if metrics:
+            step = point_step(event)
+            in_step_order = in_step_order and (previous is None or previous <= step)
+            previous = step
+            if in_step_order:  # the usual case: the last event holding a key has its latest
+                steps.update(dict.fromkeys(metrics, step))
+                values.update(metrics)
+            else:
+                for key, value in metrics.items():
+                    if steps.get(key, step) <= step:
+                        steps[key], values[key] = step, value
+        if event.step is not None:
+            last_step = max(last_step or 0, event.step)
+        kind = event.kind
+        if kind == "epoch_end" and event.epoch is not None:
+            epochs_done = max(epochs_done, event.epoch + 1)
+            last_epoch = max(last_epoch if last_epoch is not None else -1, event.epoch)
+        elif kind == "train_begin":
+            run["params"] = event.data
+            run["status"] = "running"
+            run["ended_at"] = None
+        elif kind == "train_end":
+            _end_run(run, event.data, now)
+    for name, value in (
+        ("last_seq", last_seq),
+        ("last_step", last_step),
+        ("epochs_done", epochs_done),
+        ("last_epoch", last_epoch),
+    ):
+        if value != run[name]:
+            run[name] = value
+    if steps:
+        run["summary"] = _updated_summary(run["summary"], steps, values)
+
+
+def _updated_summary(summary, steps, values):
+    """The run's summary (`{key: [step, last value]}`) with newer points of `steps` / `values`."""
+    summary = dict(summary or {})
+    for key, step in steps.items():
+        found = summary.get(key)
+        if found is None or found[0] <= step:
+            value = values[key]
+            summary[key] = [step, value if math.isfinite(value) else encode_number(value)]
+    return summary
+
+
+def _end_run(run, data, now):
+    status = data.get("status")
+    if not isinstance(status, str) or status not in END_STATUSES:  # a list would not hash
+        status = "finished"
+    if run["stop_requested_at"] is not None and status != "failed":
+        status = "stopped"
+        run["stopped_at"] = now
+    run["status"] = status
+    run["ended_at"] = now
+    if data.get("error"):
+        run["error"] = str(data["error"])[:10_000]
+
+
+def add_server_event(session, run, kind, data=None):
+    """Record an event the server itself observed (stop requested, run lost, ...)."""
+    now = time.time()
+    session.add(
+        Event(
+            run_id=run.id,
+            seq=None,
+            kind=kind,
+            epoch=run.last_epoch,
+            step=run.last_step,
+            time=now,
+            received_at=now,
+            metrics={},
+            data=json_safe(data or {}),
+        )
+    )

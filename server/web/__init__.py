@@ -1,0 +1,1 @@
+"""The dashboard: pages, sign-in, templates and static assets."""

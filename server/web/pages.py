@@ -1,0 +1,199 @@
+"""The dashboard: server-rendered pages (runs, run, compare) and their static assets.
+
+Once a token exists, a browser signs in first (`routes/login.py`). Pages
+render what the server knows at request time; the plain JS in `static/`
+draws the charts and keeps everything live over server-sent events. Templates
+hold no inline script: data reaches the JS through `data-*` attributes.
+"""
+
+import importlib.metadata
+import importlib.resources
+import json
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from callboard.server.api.deps import RowId, SessionDep
+from callboard.server.api.fast_path import ROW_ID
+from callboard.server.api.views import SUMMARY_ONLY, run_detail
+from callboard.server.store.models import RUN_STATUSES, Event, Project, Run
+from callboard.server.web import login
+from callboard.server.web.login import PageReader
+from callboard.server.web.templating import STATIC_DIR, templates
+
+MAX_COMPARED = 12
+
+router = APIRouter(include_in_schema=False)
+router.include_router(login.router)
+PLOTLY_VERSION = importlib.metadata.version("plotly")
+
+
+def plotly_js():
+    """plotly.min.js as the installed `plotly` Python package ships it."""
+    return importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+
+
+class DashboardStatic(StaticFiles):
+    """Static files the browser revalidates every time (a cheap 304): never a stale script."""
+
+    def file_response(self, *args, **kwargs):
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
+def static_files():
+    """The `/static` mount."""
+    return DashboardStatic(directory=STATIC_DIR)
+
+
+@router.get("/vendor/plotly.min.js")
+def plotly_bundle():
+    """The charting library, served from the installed package (never a CDN or a copy)."""
+    return FileResponse(
+        str(plotly_js()),
+        media_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+def flatten(config, prefix=""):
+    """`{"a": {"b": 1}}` → `{"a.b": "1"}`: nested config as dotted keys and display strings."""
+    rows = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows.update(flatten(value, name + "."))
+        else:
+            rows[name] = value if isinstance(value, str) else json.dumps(value)
+    return rows
+
+
+def render(request, template, principal, status_code=200, **context):
+    return templates.TemplateResponse(
+        request,
+        template,
+        {
+            "root": request.scope.get("root_path", ""),
+            "plotly_version": PLOTLY_VERSION,
+            "csrf_token": principal.csrf_token or "",
+            "signed_in": principal.name if principal.csrf_token else "",
+            "can_control": principal.can("control"),
+            **context,
+        },
+        status_code=status_code,
+    )
+
+
+def _visible_run(session, principal, run_id):
+    run = session.get(Run, run_id)
+    if run is None or not principal.sees_project(run.project.name):
+        return None
+    return run
+
+
+@router.get("/", response_class=HTMLResponse)
+def runs_page(
+    request: Request,
+    session: SessionDep,
+    principal: PageReader,
+    project: str = "",
+    status: str = "",
+    q: str = "",
+    tag: str = "",
+    sort: str = "newest",
+):
+    """Every run, live: status, main metric and its sparkline, filters and sort."""
+    projects = session.scalars(select(Project.name).order_by(Project.name)).all()
+    projects = [name for name in projects if principal.sees_project(name)]
+    filters = {"project": project, "status": status, "q": q, "tag": tag, "sort": sort}
+    return render(
+        request,
+        "runs.html",
+        principal,
+        projects=projects,
+        statuses=RUN_STATUSES,
+        filters=filters,
+        now=time.time(),
+    )
+
+
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+def run_page(request: Request, run_id: RowId, session: SessionDep, principal: PageReader):
+    """One run: charts, progress, events, config, and the Stop button."""
+    run = _visible_run(session, principal, run_id)
+    if run is None:
+        return render(request, "not_found.html", principal, 404, what=f"run {run_id}")
+    last_event_id = session.scalar(select(func.max(Event.id)).where(Event.run_id == run.id))
+    detail = run_detail(run)
+    return render(
+        request,
+        "run.html",
+        principal,
+        run=detail,
+        config_rows=flatten(detail["config"]),
+        last_event_id=last_event_id or 0,
+    )
+
+
+def parse_ids(values):
+    """`["1,2", "3"]` → `[1, 2, 3]`: ids from `?ids=1,2` or repeated `?ids=` (form checkboxes).
+
+    Parts that are not run ids (`x`, `²`, `0`, beyond `MAX_ROW_ID`) are left out.
+    """
+    ids = []
+    for value in values:
+        for part in value.split(","):
+            try:
+                run_id = ROW_ID.validate_python(part.strip())
+            except ValidationError:
+                continue
+            if run_id not in ids:
+                ids.append(run_id)
+    return ids[:MAX_COMPARED]
+
+
+def config_differences(runs):
+    """Rows `(key, [value per run], differs)` over the union of the runs' flattened configs."""
+    flat = [flatten(run.config or {}) for run in runs]
+    keys = sorted({key for config in flat for key in config})
+    rows = []
+    for key in keys:
+        values = [config.get(key) for config in flat]
+        rows.append((key, values, len(set(values)) > 1))
+    return rows
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    session: SessionDep,
+    principal: PageReader,
+    ids: Annotated[list[str] | None, Query()] = None,
+):
+    """Runs side by side: one metric overlaid, best values, config differences."""
+    found = (_visible_run(session, principal, run_id) for run_id in parse_ids(ids or []))
+    runs = [run for run in found if run is not None]
+    newest_first = (Run.created_at.desc(), Run.id.desc())
+    recent = session.scalars(select(Run).options(*SUMMARY_ONLY).order_by(*newest_first).limit(50))
+    chosen = {run.id for run in runs}
+    differences = config_differences(runs)
+    candidates = runs + [
+        run for run in recent if run.id not in chosen and principal.sees_project(run.project.name)
+    ]
+    return render(
+        request,
+        "compare.html",
+        principal,
+        runs=runs,
+        candidates=candidates,
+        chosen=chosen,
+        differences=differences,
+        differing=sum(1 for _key, _values, differs in differences if differs),
+        ids=",".join(str(run.id) for run in runs),
+    )
