@@ -100,7 +100,7 @@ def hook_cost_microseconds(server_root, calls=20_000):
 
 
 def run(quick=False):
-    from callboard.server.process import ServerProcess
+    from tests.server_process import ServerProcess
 
     steps, repeats = (200, 3) if quick else (1000, 11)
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:

@@ -148,7 +148,7 @@ def run(quick=False):
     """Measure; return a `Report`."""
     from playwright.sync_api import sync_playwright
 
-    from callboard.server.process import ServerProcess
+    from tests.server_process import ServerProcess
 
     points = 10_000 if quick else 100_000
     loads = 3 if quick else 5

@@ -145,7 +145,7 @@ def _measure(peer, seconds, bulk_steps, bulk_calls):
 
 
 def run(quick=False):
-    from callboard.server.process import ServerProcess
+    from tests.server_process import ServerProcess
 
     seconds = 2 if quick else 10
     mlflow_seconds = 2 if quick else 20

@@ -197,7 +197,7 @@ def live_latencies(root, posts):
 
 
 def run(quick=False):
-    from callboard.server.process import ServerProcess
+    from tests.server_process import ServerProcess
 
     stops, posts = (3, 30) if quick else (20, 200)
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:

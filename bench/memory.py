@@ -105,7 +105,7 @@ def _with_subscribers(root, pid, subscribers, settle_seconds):
 
 
 def run(quick=False):
-    from callboard.server.process import ServerProcess
+    from tests.server_process import ServerProcess
 
     seconds = 2 if quick else 10
     subscribers = 20 if quick else SUBSCRIBERS

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from callboard.server.process import free_port
+from tests.server_process import free_port
 
 from .common import EPOCH_KEYS, JsonConnection
 

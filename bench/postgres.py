@@ -31,7 +31,7 @@ if not __package__:  # run as `python bench/postgres.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import Report, machine_info  # noqa: E402
-from callboard.server.process import ServerProcess  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "CALLBOARD_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"

@@ -48,7 +48,7 @@ def _timed(call, repeats, warm=True):
 
 def load_callboard_series(root, database, points):
     """A run with `points` points of `loss` (and their rollups); returns its id."""
-    from callboard.server.rollups import ROLLUP_COLUMNS, rollup_rows
+    from callboard.server.store.rollups import ROLLUP_COLUMNS, rollup_rows
 
     api = CallboardApi(root)
     run_id = api.create_run("long-series")
@@ -188,7 +188,7 @@ def _stats(samples):
 
 
 def run(quick=False):
-    from callboard.server.process import ServerProcess
+    from tests.server_process import ServerProcess
 
     points, runs = (20_000, 500) if quick else (1_000_000, 10_000)
     repeats, full_repeats = (3, 1) if quick else (20, 1)

@@ -115,7 +115,7 @@ def shoot(root, run_id, compare_ids):
 
 
 def main():
-    from callboard.server.process import ServerProcess
+    from tests.server_process import ServerProcess
 
     with tempfile.TemporaryDirectory() as folder:
         server = ServerProcess(f"sqlite:///{Path(folder) / 'screenshots.db'}").start()

@@ -2,9 +2,9 @@
 
 from alembic import context
 
-from callboard.server.db import Database
-from callboard.server.models import Base
 from callboard.server.settings import Settings
+from callboard.server.store.db import Database
+from callboard.server.store.models import Base
 
 # pg_advisory_xact_lock key: "callboar" in ASCII, a constant no other lock should share.
 MIGRATION_LOCK_ID = 0x63616C6C626F6172

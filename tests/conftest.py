@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from callboard.server.process import ServerProcess
+from tests.server_process import ServerProcess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -47,7 +47,7 @@ def postgres_url():
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     """An empty, migrated database: a SQLite file, or the session's PostgreSQL emptied."""
-    from callboard.server import migrate
+    from callboard.server.store import migrate
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'callboard.db'}"

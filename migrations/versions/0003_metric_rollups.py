@@ -13,7 +13,7 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-# `callboard.server.models.ROLLUP_WIDTHS` when this was written.
+# `callboard.server.store.models.ROLLUP_WIDTHS` when this was written.
 WIDTHS = (16, 256, 4096, 65536, 1048576)
 
 

@@ -267,7 +267,7 @@ def stored_points(api, run, key):
 
 def test_metric_names_follow_the_servers_rule_exactly():
     from callboard.client._values import MAX_NAME_LENGTH, name_problem
-    from callboard.server.schemas import MAX_KEY_LENGTH, EventIn
+    from callboard.server.api.schemas import MAX_KEY_LENGTH, EventIn
 
     assert MAX_NAME_LENGTH == MAX_KEY_LENGTH
     for name in ["loss", "x" * 200, "x" * 201, "", "a\tb", "a\x1fb", "a\x7fb", "ü/µ"]:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from callboard.client import Run
 from callboard.client._spool import Spool, spool_files
 from callboard.client.sync import SpooledForAnotherServer, TokenWithoutRoot, sync
-from callboard.server.cli import app
+from callboard.server.cli.main import app
 
 from .fake_server import FakeServer, listening
 

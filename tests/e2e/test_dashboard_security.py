@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from callboard.server.process import ServerProcess
 from tests.server.test_auth import make_token
+from tests.server_process import ServerProcess
 
 from .test_training import unique
 

@@ -96,7 +96,7 @@ def test_demo_with_epochs_and_exit_ends_by_itself(tmp_path):
 
 def test_demo_on_a_database_with_tokens_trains_with_the_token_given(tmp_path):
     # Without one it trained unrecorded (every post 401); now it asks first, and sends it.
-    from callboard.server.cli import app
+    from callboard.server.cli.main import app
 
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     runner = CliRunner()

@@ -15,7 +15,7 @@ import keras
 
 from callboard.client import RemoteMonitor
 from callboard.client._spool import read_spool_file, spool_files
-from callboard.server.process import ServerProcess, free_port
+from tests.server_process import ServerProcess, free_port
 
 from .test_training import find_run, unique
 from .training import tiny_data, tiny_model

@@ -22,7 +22,7 @@ from .training import slow_batches, tiny_data, tiny_model
 @pytest.fixture(scope="module")
 def tokens_server(tmp_path_factory):
     """A real server with tokens: `(server, {"admin", "ingest", "control", "elsewhere"})`."""
-    from callboard.server.process import ServerProcess
+    from tests.server_process import ServerProcess
 
     url = f"sqlite:///{tmp_path_factory.mktemp('stop') / 'stop.db'}"
     admin = make_token(url, "admin", "admin")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from callboard.server.main import create_app
-from callboard.server.process import ServerProcess, free_port
+from tests.server_process import ServerProcess, free_port
 
 ROLES = ("ingest", "read", "control", "admin")
 # What each API route needs; a route missing here fails the test, so new ones get decided.

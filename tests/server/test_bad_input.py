@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import pytest
 import sqlalchemy
 
-from callboard.server.db import normalize_url
+from callboard.server.store.db import normalize_url
 
 from .helpers import create_run, epoch_event, post_events
 

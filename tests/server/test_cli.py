@@ -5,8 +5,8 @@ import socket
 import pytest
 from typer.testing import CliRunner
 
-from callboard.server import migrate
-from callboard.server.cli import app
+from callboard.server.cli.main import app
+from callboard.server.store import migrate
 
 runner = CliRunner()
 

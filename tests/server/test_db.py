@@ -3,8 +3,8 @@
 import os
 import stat
 
-from callboard.server import migrate
-from callboard.server.db import Database, describe_database
+from callboard.server.store import migrate
+from callboard.server.store.db import Database, describe_database
 
 
 def test_new_sqlite_database_files_are_readable_by_their_owner_only(tmp_path):

@@ -5,10 +5,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from callboard.server.auth import create_token
-from callboard.server.cli import app as cli
-from callboard.server.db import Database
+from callboard.server.cli.main import app as cli
 from callboard.server.main import create_app
 from callboard.server.settings import Settings
+from callboard.server.store.db import Database
 
 from .fresh_postgres import fresh_postgres_database
 from .helpers import create_run, epoch_event, post_events

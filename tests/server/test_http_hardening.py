@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from callboard.server.auth import create_token
-from callboard.server.group_commit import TURN_SIZE
 from callboard.server.main import create_app
 from callboard.server.settings import Settings
+from callboard.server.store.group_commit import TURN_SIZE
 
 from .helpers import create_run, epoch_event, post_events
 from .test_stream import read_messages

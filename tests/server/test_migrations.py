@@ -1,8 +1,8 @@
 import pytest
 from sqlalchemy import inspect
 
-from callboard.server import migrate
-from callboard.server.db import Database
+from callboard.server.store import migrate
+from callboard.server.store.db import Database
 
 TABLES = {"projects", "runs", "events", "metric_points", "alembic_version"}
 

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from callboard.server.main import create_app
-from callboard.server.process import ServerProcess
+from tests.server_process import ServerProcess
 
 from .test_auth import make_token
 

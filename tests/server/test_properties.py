@@ -13,8 +13,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from callboard.server.keras_compat import MAX_EPOCH, BadPost, parse_epoch_post
-from callboard.server.schemas import (
+from callboard.server.api.schemas import (
     MAX_EVENTS_PER_BATCH,
     MAX_KEY_LENGTH,
     MAX_KEYS_PER_EVENT,
@@ -23,7 +22,8 @@ from callboard.server.schemas import (
     EventIn,
     keep_valid_metrics,
 )
-from callboard.server.values import NON_FINITE_NAMES
+from callboard.server.keras_compat import MAX_EPOCH, BadPost, parse_epoch_post
+from callboard.server.store.storable import NON_FINITE_NAMES
 
 # Metric names: 1 to 200 characters, none of them a control character.
 name_characters = st.characters(blacklist_categories=("Cs",), min_codepoint=0x20)

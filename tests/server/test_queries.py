@@ -5,8 +5,8 @@ import math
 import keras
 import numpy as np
 
-from callboard.server.series import ROLLUP_ABOVE_POINTS
-from callboard.server.values import encode_number
+from callboard.server.store.series import ROLLUP_ABOVE_POINTS
+from callboard.server.store.storable import encode_number
 
 from .helpers import create_run, epoch_event, post_events
 

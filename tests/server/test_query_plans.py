@@ -13,13 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
-from callboard.server import migrate
+from callboard.server.api.routes.stream import BATCH, _read_run_changes, _read_runs_changes
 from callboard.server.control import CONTROL_QUERY
 from callboard.server.lifecycle import mark_silent_runs
 from callboard.server.main import create_app
-from callboard.server.routes.stream import BATCH, _read_run_changes, _read_runs_changes
-from callboard.server.series import read_series
 from callboard.server.settings import Settings
+from callboard.server.store import migrate
+from callboard.server.store.series import read_series
 
 from .fresh_postgres import fresh_postgres_database
 

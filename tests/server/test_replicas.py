@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from callboard.server.live import make_hub
-from callboard.server.live_postgres import PostgresHub
-from callboard.server.process import ServerProcess
+from callboard.server.live.postgres import PostgresHub
+from tests.server_process import ServerProcess
 
 from .fresh_postgres import fresh_postgres_database
 from .helpers import epoch_event

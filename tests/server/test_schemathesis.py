@@ -12,7 +12,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from callboard.server.main import create_app
-from callboard.server.process import ServerProcess
+from tests.server_process import ServerProcess
 
 SCHEMA = schemathesis.openapi.from_dict(create_app().openapi())
 # Streams never end; they are tested in test_stream.py.

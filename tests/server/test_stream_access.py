@@ -6,7 +6,7 @@ import httpx
 import pytest
 import sqlalchemy
 
-from callboard.server.models import Event
+from callboard.server.store.models import Event
 
 from .test_auth import make_token, session_of
 

@@ -8,9 +8,9 @@ import httpx
 import pytest
 import uvicorn
 
+from callboard.server.api.routes.stream import BATCH, stream_slots
 from callboard.server.main import create_app
-from callboard.server.process import free_port
-from callboard.server.routes.stream import BATCH, stream_slots
+from tests.server_process import free_port
 
 from .helpers import create_run, epoch_event, post_events
 
