@@ -108,7 +108,7 @@ def create_app(settings=None):
         title="Callboard",
         summary="Live dashboard and remote control for Keras training.",
         lifespan=lifespan,
-        # Served by routes/docs.py: assets from an installed package, readers only.
+        # Served by web/api_docs.py: assets from an installed package, readers only.
         docs_url=None,
         redoc_url=None,
         openapi_url=None,

@@ -1,6 +1,6 @@
 """The dashboard: server-rendered pages (runs, run, compare) and their static assets.
 
-Once a token exists, a browser signs in first (`routes/login.py`). Pages
+Once a token exists, a browser signs in first (`web/login.py`). Pages
 render what the server knows at request time; the plain JS in `static/`
 draws the charts and keeps everything live over server-sent events. Templates
 hold no inline script: data reaches the JS through `data-*` attributes.
