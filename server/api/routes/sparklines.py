@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from callboard.server.api.deps import Reader, SessionDep
 from callboard.server.api.schemas import MAX_ROW_ID
+from callboard.server.metric_keys import main_metric
 from callboard.server.store.models import Run
 from callboard.server.store.series import read_series
 
@@ -18,18 +19,6 @@ IDS = Query(
     max_length=19 * MAX_IDS,
     description=f"comma-separated run ids (at most {MAX_IDS})",
 )
-PREFERRED = ("val_loss", "loss")
-NOT_MAIN = ("learning_rate", "lr")
-
-
-def main_metric(keys):
-    """The metric a run is judged by: val_loss, else loss, else its first epoch metric."""
-    keys = sorted(keys)
-    for key in PREFERRED:
-        if key in keys:
-            return key
-    epoch_keys = [k for k in keys if not k.startswith("batch/") and k not in NOT_MAIN]
-    return (epoch_keys or keys or [None])[0]
 
 
 def visible_runs(session, principal, ids):
