@@ -16,6 +16,7 @@ from pydantic import (
     ValidationError,
 )
 
+from callboard.server.store.models import RUN_STATUSES
 from callboard.server.store.storable import (
     encode_number,
     json_safe,
@@ -163,10 +164,4 @@ class StopRequest(Strict):
     reason: Annotated[Text, Field(max_length=1000)] | None = None
 
 
-class Problem(BaseModel):
-    """An error answer: `detail` says what is wrong (a list of field errors for a bad request)."""
-
-    detail: str | list[Any]
-
-
-RunStatus = Literal["running", "finished", "stopped", "failed", "lost"]
+RunStatus = Literal[RUN_STATUSES]

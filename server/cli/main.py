@@ -165,7 +165,7 @@ def runs(
     """List runs, newest first."""
     from sqlalchemy import select
 
-    from callboard.server.api.views import last_values
+    from callboard.server.api.answers import last_values
     from callboard.server.store.models import Project, Run
 
     database = _open_database(db)

@@ -17,8 +17,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
+# Every run status, in the order the dashboard lists them: the one place they are named
+# (`schemas.RunStatus`, the answers and the dashboard's filters derive from it).
 RUN_STATUSES = ("running", "finished", "stopped", "failed", "lost")
-ENDED_STATUSES = ("finished", "stopped", "failed")
+# A run still running, or silent for a while (`lost`), may post again; the others have ended.
+LIVE_STATUSES = ("running", "lost")
+ENDED_STATUSES = tuple(status for status in RUN_STATUSES if status not in LIVE_STATUSES)
 # `Run.source` of runs fed by the stock keras.callbacks.RemoteMonitor: named by `?run=`, or not.
 STOCK_SOURCES = ("keras", "keras-auto")
 

@@ -18,9 +18,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from callboard.server.api.answers import SUMMARY_ONLY, run_detail
 from callboard.server.api.deps import RowId, SessionDep
 from callboard.server.api.fast_path import ROW_ID
-from callboard.server.api.views import SUMMARY_ONLY, run_detail
 from callboard.server.store.models import RUN_STATUSES, Event, Project, Run
 from callboard.server.web import login
 from callboard.server.web.login import PageReader
@@ -130,7 +130,7 @@ def run_page(request: Request, run_id: RowId, session: SessionDep, principal: Pa
     if run is None:
         return render(request, "not_found.html", principal, 404, what=f"run {run_id}")
     last_event_id = session.scalar(select(func.max(Event.id)).where(Event.run_id == run.id))
-    detail = run_detail(run)
+    detail = run_detail(run).model_dump(mode="json")
     return render(
         request,
         "run.html",

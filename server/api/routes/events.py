@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import select
 
+from callboard.server.api.answers import event_view
 from callboard.server.api.deps import AfterRowId, Reader, RunDep, SessionDep
 from callboard.server.api.fast_path import (
     authorize,
@@ -15,7 +16,6 @@ from callboard.server.api.fast_path import (
     row_id,
 )
 from callboard.server.api.schemas import KIND_PATTERN, EventBatch
-from callboard.server.api.views import event_view
 from callboard.server.live.hub import RUNS_CHANNEL, run_channel
 from callboard.server.store.group_commit import in_turns
 from callboard.server.store.ingest import RunNotFound, store_events

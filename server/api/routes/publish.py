@@ -5,8 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from callboard.server.api.answers import Problem
 from callboard.server.api.deps import DatabaseDep, HubDep, Ingester, check_project
-from callboard.server.api.schemas import Name, Problem, keep_valid_metrics
+from callboard.server.api.schemas import Name, keep_valid_metrics
 from callboard.server.keras_compat import BadPost, parse_epoch_post, record_epoch
 from callboard.server.live.hub import RUNS_CHANNEL, run_channel
 from callboard.server.stock_runs import StockClient

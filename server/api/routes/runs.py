@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import String, cast, func, select
 
+from callboard.server.api.answers import SUMMARY_ONLY, run_detail, run_summary
 from callboard.server.api.deps import (
     HubDep,
     Ingester,
@@ -18,7 +19,6 @@ from callboard.server.api.deps import (
     lock_visible_run,
 )
 from callboard.server.api.schemas import MAX_BIGINT, Name, NamePart, RunCreate, RunStatus, Text
-from callboard.server.api.views import SUMMARY_ONLY, run_detail, run_summary
 from callboard.server.live.hub import RUNS_CHANNEL, run_channel
 from callboard.server.store.db import json_dumps
 from callboard.server.store.export import epochs_csv

@@ -23,6 +23,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from callboard.server.api.answers import SUMMARY_ONLY, event_view, run_summary
 from callboard.server.api.deps import (
     AfterRowId,
     DatabaseDep,
@@ -33,7 +34,6 @@ from callboard.server.api.deps import (
     get_run,
     still_admitted,
 )
-from callboard.server.api.views import SUMMARY_ONLY, event_view, run_summary
 from callboard.server.live.hub import RUNS_CHANNEL, run_channel
 from callboard.server.store.models import Event, Project, Run
 
@@ -148,7 +148,10 @@ def _read_run_changes(database, run_id, after_id):
             .order_by(Event.id)
             .limit(BATCH)
         ).all()
-        return run_summary(run), [event_view(event) for event in events]
+        return (
+            run_summary(run).model_dump(mode="json"),
+            [event_view(event).model_dump(mode="json") for event in events],
+        )
 
 
 def _run_messages(database, run_id, after_id):
@@ -206,7 +209,7 @@ def _read_runs_changes(database, since, project):
         if project is not None:
             query = query.join(Project).where(Project.name == project)
         runs = session.scalars(query.order_by(Run.updated_at).limit(BATCH)).all()
-        return [run_summary(run) for run in runs]
+        return [run_summary(run).model_dump(mode="json") for run in runs]
 
 
 def _runs_messages(database, since, project):
