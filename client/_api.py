@@ -4,11 +4,14 @@ import threading
 
 import httpx
 
+from ._answers import ControlState, RunPage, RunSummary, TokenInfo, TokenList
+
 DEFAULT_ROOT = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 MAX_EVENTS_PER_REQUEST = 5_000  # well under the server's own limits (413 beyond them)
 MAX_VALUES_PER_REQUEST = 10_000  # metric values in one request
 DEFAULT_PORTS = {"http": 80, "https": 443}
+LIVE_STATUSES = ("running", "lost")  # a run not ended yet: its training may still be stopped
 
 
 def same_root(first, second):
@@ -53,10 +56,12 @@ class DeliveryFailed(Exception):
     none could be reached in time (refused, unresolvable, timed out).
     """
 
-    def __init__(self, message, retry_after=None, answered=False):
+    def __init__(self, message, retry_after=None, answered=False, status=None, detail=None):
         super().__init__(message)
         self.retry_after = retry_after
         self.answered = answered
+        self.status = status
+        self.detail = detail or message
 
 
 class Unauthorized(DeliveryFailed):
@@ -64,7 +69,15 @@ class Unauthorized(DeliveryFailed):
 
 
 class Rejected(Exception):
-    """The server refused the request as invalid; sending it again will not help."""
+    """The server refused the request as invalid; sending it again will not help.
+
+    `status` is the HTTP status; `detail` the server's own words (its `detail`).
+    """
+
+    def __init__(self, message, status=None, detail=None):
+        super().__init__(message)
+        self.status = status
+        self.detail = detail or message
 
 
 class NotFound(Rejected):
@@ -73,6 +86,22 @@ class NotFound(Rejected):
 
 class TooLarge(Rejected):
     """The server refused the request as too large (413); smaller ones may pass."""
+
+
+def _detail(response):
+    """The server's `detail` of an error answer as one line, else the answer's text."""
+    try:
+        detail = response.json()["detail"]
+    except (ValueError, KeyError, TypeError):
+        return " ".join(response.text.split())[:500]
+    if isinstance(detail, list):  # a 422's field errors
+        detail = "; ".join(
+            f"{'.'.join(map(str, error.get('loc', ())))}: {error.get('msg')}"
+            if isinstance(error, dict)
+            else str(error)
+            for error in detail
+        )
+    return " ".join(str(detail).split())
 
 
 def _retry_after(response):
@@ -99,6 +128,7 @@ class ServerApi:
         if token:
             all_headers["Authorization"] = f"Bearer {token}"
         self._client = client
+        self._owns_client = client is None
         self._client_lock = threading.Lock()
         self.headers = all_headers
         self.max_events_per_request = MAX_EVENTS_PER_REQUEST  # both shrink after a 413
@@ -114,30 +144,41 @@ class ServerApi:
                 self._client = httpx.Client(timeout=DEFAULT_TIMEOUT, verify=verify)
             return self._client
 
-    def _request(self, method, path, **kwargs):
+    def close(self):
+        """Close the HTTP client this `ServerApi` made (one passed in is the caller's)."""
+        with self._client_lock:
+            if self._client is not None and self._owns_client:
+                self._client.close()
+                self._client = None
+
+    def _send(self, method, path, **kwargs):
+        """The server's answer to one request; raises its outcome when it is an error."""
         try:
             response = self.client.request(method, self.root + path, headers=self.headers, **kwargs)
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code == 429 or response.status_code >= 500:
+        status = response.status_code
+        if status < 400:
+            return response
+        known = {"status": status, "detail": _detail(response)}
+        if status == 429 or status >= 500:
             raise DeliveryFailed(
-                f"server answered {response.status_code}", _retry_after(response), answered=True
+                f"server answered {status}", _retry_after(response), answered=True, **known
             )
-        if response.status_code in (401, 403):
-            raise Unauthorized(
-                f"server answered {response.status_code}: {response.text}", answered=True
-            )
-        if response.status_code == 404:
-            raise NotFound(f"server answered 404: {response.text}")
-        if response.status_code == 413:
-            raise TooLarge(f"server answered 413: {response.text}")
-        if response.status_code >= 400:
-            raise Rejected(f"server answered {response.status_code}: {response.text}")
+        if status in (401, 403):
+            raise Unauthorized(f"server answered {status}: {response.text}", answered=True, **known)
+        error = {404: NotFound, 413: TooLarge}.get(status, Rejected)
+        raise error(f"server answered {status}: {response.text}", **known)
+
+    def _request(self, method, path, **kwargs):
+        response = self._send(method, path, **kwargs)
         try:
             return response.json()
         except ValueError as exc:  # e.g. a proxy's HTML page: not Callboard answering
             raise DeliveryFailed(
-                f"server answered {response.status_code} without JSON", answered=True
+                f"server answered {response.status_code} without JSON",
+                answered=True,
+                status=response.status_code,
             ) from exc
 
     def create_run(self, spec):
@@ -202,3 +243,63 @@ class ServerApi:
             return self._request("GET", "/api/v1/control", params=params)
         except NotFound:
             return None
+
+    # What `callboard runs`, `stop`, `export` and `token` ask: read, control and admin tokens.
+
+    def list_runs(self, name=None, project=None, status=None, limit=100, offset=0):
+        """One page of runs, newest first, filtered by exact `name`, `project` and `status`.
+
+        Example:
+            >>> ServerApi(token="cb_...").list_runs(status="running").runs  # doctest: +SKIP
+            [RunSummary(id=12, name='resnet', project='vision', status='running', ...)]
+        """
+        filters = {"name": name, "project": project, "status": status}
+        params = {key: value for key, value in filters.items() if value is not None}
+        answer = self._request(
+            "GET", "/api/v1/runs", params={**params, "limit": limit, "offset": offset}
+        )
+        return RunPage.from_answer(answer)
+
+    def read_run(self, run_id):
+        """Run `run_id` (NotFound if the server has none this token may see)."""
+        return RunSummary.from_answer(self._request("GET", f"/api/v1/runs/{run_id}"))
+
+    def find_run(self, run, project=None, live_first=False):
+        """Run `run` given as an id or a name, or None.
+
+        A name means the newest run of that name (in `project`, if given); with
+        `live_first`, the newest one still live (running or lost), if there is one.
+        """
+        if run.isascii() and run.isdigit():
+            try:
+                return self.read_run(run)
+            except Rejected:  # no such id (or too large for one): maybe a name
+                pass
+
+        def newest(status=None):
+            return self.list_runs(name=run, project=project, status=status, limit=1).runs
+
+        live = [found for status in LIVE_STATUSES for found in newest(status)] if live_first else []
+        return max(live or newest(), key=lambda found: (found.created_at, found.id), default=None)
+
+    def stop_run(self, run_id, reason=None):
+        """Ask run `run_id` to stop at its next batch (a control token); its new control state.
+
+        Raises `Rejected` (409) if the run has ended already.
+        """
+        body = {"reason": reason} if reason else None
+        return ControlState.from_answer(
+            self._request("POST", f"/api/v1/runs/{run_id}/stop", json=body)
+        )
+
+    def export_csv(self, run_id):
+        """Run `run_id`'s epochs as CSV text, shaped as Keras's `CSVLogger` writes them."""
+        return self._send("GET", f"/api/v1/runs/{run_id}/export.csv").text
+
+    def list_tokens(self):
+        """The API tokens an admin token may see, oldest first (never their secrets)."""
+        return TokenList.from_answer(self._request("GET", "/api/v1/tokens")).tokens
+
+    def revoke_token(self, token_id):
+        """Revoke token `token_id` (an admin token); the token as it is now."""
+        return TokenInfo.from_answer(self._request("DELETE", f"/api/v1/tokens/{token_id}"))

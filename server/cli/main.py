@@ -1,4 +1,8 @@
-"""The `callboard` command line: serve, inspect and stop runs, run the demo, migrate."""
+"""The `callboard` command line: serve, inspect and stop runs, run the demo, migrate.
+
+`serve`, `demo`, `db ...` and `token create` open a database; `runs`, `stop`, `export`,
+`sync` and `token list|revoke` ask a server over HTTP (`--root`, `--token`).
+"""
 
 from pathlib import Path
 from typing import Annotated
@@ -7,19 +11,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from callboard.client._api import DEFAULT_ROOT
 from callboard.server.cli.db import (
     DbOption,
     announce_database,
-    database_url,
     db_app,
     notes,
     open_database,
     settings_for,
 )
+from callboard.server.cli.remote import RootOption, TokenOption, fail, server_api
 from callboard.server.cli.tokens import token_app
 
 app = typer.Typer(
-    help="Callboard: live dashboard and remote control for Keras training.",
+    help="Callboard: live dashboard and remote control for Keras training.\n\n"
+    "runs, stop, export, sync and token list|revoke ask a running server over HTTP: "
+    "--root URL (else CALLBOARD_ROOT, else http://127.0.0.1:8000) and --token T "
+    "(else CALLBOARD_TOKEN). serve, demo, db and token create open a database: "
+    "--db URL (else CALLBOARD_DATABASE_URL, else ./callboard.db).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -132,59 +141,47 @@ def serve(
     )
 
 
-def _open_database(db):
-    """The database of a command that reads or changes runs: it must exist already."""
-    return open_database(database_url(db))
+def _formatted(values):
+    return ", ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in values.items()
+    )
 
 
-def _find_run(session, run, live_first=False):
-    """Run `run` by id, else the newest run of that name (`live_first`: a live one first)."""
-    from sqlalchemy import select
-
-    from callboard.server.store.models import ENDED_STATUSES, Run
-
-    found = session.get(Run, int(run)) if run.isdigit() else None
+def _found_run(api, run, project=None, live_first=False):
+    """The run `run` names (an id or a name), else one line and exit 1."""
+    found = api.find_run(run, project=project, live_first=live_first)
     if found is None:
-        order = (Run.status.in_(ENDED_STATUSES),) if live_first else ()
-        found = session.scalars(
-            select(Run).where(Run.name == run).order_by(*order, Run.id.desc()).limit(1)
-        ).first()
-    if found is None:
-        console.print(f"[red]No run {run!r}[/red] (give an id or a name; see `callboard runs`).")
-        raise typer.Exit(1)
+        where = f" in project {project!r}" if project else ""
+        fail(f"No run {run!r}{where} (give an id or a name; see `callboard runs`).")
     return found
 
 
 @app.command()
 def runs(
-    db: DbOption = None,
     project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
-    limit: Annotated[int, typer.Option(help="Most runs to show.")] = 30,
+    name: Annotated[str | None, typer.Option(help="Only runs with this exact name.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most runs to show.")] = 30,
+    root: RootOption = DEFAULT_ROOT,
+    token: TokenOption = None,
 ):
-    """List runs, newest first."""
-    from sqlalchemy import select
-
-    from callboard.server.api.answers import last_values
-    from callboard.server.store.models import Project, Run
-
-    database = _open_database(db)
-    with database.reader() as session:
-        query = select(Run).join(Project).order_by(Run.created_at.desc(), Run.id.desc())
-        if project:
-            query = query.where(Project.name == project)
-        if status:
-            query = query.where(Run.status == status)
-        table = Table("id", "name", "project", "status", "epochs", "last values")
-        for run in session.scalars(query.limit(limit)):
-            values = ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                for k, v in last_values(run).items()
-            )
-            table.add_row(
-                str(run.id), run.name, run.project.name, run.status, str(run.epochs_done), values
-            )
+    """List runs, newest first (a read token)."""
+    with server_api(root, token) as api:
+        page = api.list_runs(name=name, project=project, status=status, limit=limit)
+    table = Table("id", "name", "project", "status", "epochs", "last values")
+    for run in page.runs:
+        table.add_row(
+            str(run.id),
+            run.name,
+            run.project,
+            run.status,
+            str(run.epochs_done),
+            _formatted(run.last),
+        )
     console.print(table)
+    if page.total > len(page.runs):
+        console.print(f"{len(page.runs)} of {page.total} runs (--limit N shows more).")
 
 
 @app.command()
@@ -193,37 +190,33 @@ def stop(
         str, typer.Argument(help="Run id or name (the newest live run of that name, if any).")
     ],
     reason: Annotated[str | None, typer.Option(help="Why, shown on the run.")] = None,
-    db: DbOption = None,
+    project: Annotated[
+        str | None, typer.Option(help="Look for the name in this project only.")
+    ] = None,
+    root: RootOption = DEFAULT_ROOT,
+    token: TokenOption = None,
 ):
-    """Ask a running training to stop at its next batch."""
-    from callboard.server.control import StopRefused, request_stop
-    from callboard.server.store.ingest import lock_run
-
-    database = _open_database(db)
-    with database.writer() as session:
-        target = lock_run(session, _find_run(session, run, live_first=True).id)
-        try:
-            request_stop(session, target, reason)
-        except StopRefused as exc:
-            console.print(f"[yellow]{exc}[/yellow]")
-            raise typer.Exit(1) from None
-        session.commit()
-        console.print(f"Stop requested for run {target.id} ({target.name}).")
+    """Ask a running training to stop at its next batch (a control token)."""
+    with server_api(root, token) as api:
+        target = _found_run(api, run, project, live_first=True)
+        api.stop_run(target.id, reason)
+    console.print(f"Stop requested for run {target.id} ({target.name}).")
 
 
 @app.command()
 def export(
-    run: Annotated[str, typer.Argument(help="Run id or name.")],
+    run: Annotated[str, typer.Argument(help="Run id or name (the newest run of that name).")],
     csv: Annotated[bool, typer.Option("--csv", help="CSV, as Keras's CSVLogger writes.")] = True,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write.")] = None,
-    db: DbOption = None,
+    project: Annotated[
+        str | None, typer.Option(help="Look for the name in this project only.")
+    ] = None,
+    root: RootOption = DEFAULT_ROOT,
+    token: TokenOption = None,
 ):
-    """Export a run's epochs (CSV) to a file or standard output."""
-    from callboard.server.store.export import epochs_csv
-
-    database = _open_database(db)
-    with database.reader() as session:
-        text = epochs_csv(session, _find_run(session, run).id)
+    """Export a run's epochs (CSV) to a file or standard output (a read token)."""
+    with server_api(root, token) as api:
+        text = api.export_csv(_found_run(api, run, project).id)
     if output:
         output.write_text(text)
         console.print(f"Wrote {output}")

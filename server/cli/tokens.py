@@ -1,4 +1,8 @@
-"""The `callboard token` commands: create, list and revoke API tokens."""
+"""The `callboard token` commands: create, list and revoke API tokens.
+
+`create` writes to the database (the first token has no server to ask yet);
+`list` and `revoke` ask a server over HTTP with an admin token.
+"""
 
 import os
 from pathlib import Path
@@ -8,7 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from callboard.client._api import DEFAULT_ROOT
 from callboard.server.cli.db import DbOption, database_url, open_database
+from callboard.server.cli.remote import RootOption, TokenOption, fail, server_api
 
 token_app = typer.Typer(help="API tokens (ingest, read, control, admin).", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -81,24 +87,20 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(db: DbOption = None):
-    """List tokens (ids, names, roles, projects; never the secrets)."""
-    from sqlalchemy import select
-
-    from callboard.server.store.models import ApiToken
-
-    database = open_database(database_url(db))
+def token_list(root: RootOption = DEFAULT_ROOT, token: TokenOption = None):
+    """List tokens (ids, names, roles, projects; never the secrets), asking the server (admin)."""
+    with server_api(root, token) as api:
+        listed = api.list_tokens()
     table = Table("id", "name", "role", "project", "starts with", "revoked")
-    with database.reader() as session:
-        for token in session.scalars(select(ApiToken).order_by(ApiToken.id)):
-            table.add_row(
-                str(token.id),
-                token.name,
-                token.role,
-                token.project or "all",
-                token.prefix + "…",
-                "yes" if token.revoked_at else "",
-            )
+    for found in listed:
+        table.add_row(
+            str(found.id),
+            found.name,
+            found.role,
+            found.project or "all",
+            found.prefix + "…",
+            "yes" if found.revoked_at else "",
+        )
     console.print(table)
 
 
@@ -117,37 +119,29 @@ def _unused_name(session, name):
     return candidate
 
 
-def _find_token(session, id_or_name):
+def _find_token(tokens, id_or_name):
     """The token with this id, else the one with this name; exits with a clear line if none."""
-    from sqlalchemy import select
-
-    from callboard.server.store.models import ApiToken
-
-    found = session.get(ApiToken, int(id_or_name)) if id_or_name.isdigit() else None
-    if found is None:
-        found = session.scalars(select(ApiToken).where(ApiToken.name == id_or_name)).first()
-    if found is None:
-        console.print(
-            f"[red]No token with id or name {id_or_name!r}[/red] (see `callboard token list`)."
-        )
-        raise typer.Exit(1)
-    return found
+    matches = [t for t in tokens if str(t.id) == id_or_name] or [
+        t for t in tokens if t.name == id_or_name
+    ]
+    if not matches:
+        fail(f"No token with id or name {id_or_name!r} (see `callboard token list`).")
+    return matches[0]
 
 
 @token_app.command("revoke")
 def token_revoke(
-    token: Annotated[str, typer.Argument(help="The token's id (see `token list`), or its name.")],
-    db: DbOption = None,
+    token_id: Annotated[
+        str, typer.Argument(metavar="TOKEN", help="The token's id (see `token list`), or its name.")
+    ],
+    root: RootOption = DEFAULT_ROOT,
+    token: TokenOption = None,
 ):
-    """Revoke a token; servers stop accepting it within seconds."""
-    import time
-
-    database = open_database(database_url(db))
-    with database.writer() as session:
-        found = _find_token(session, token)
-        if found.revoked_at is not None:
+    """Revoke a token, asking the server (admin); servers stop accepting it within seconds."""
+    with server_api(root, token) as api:
+        found = _find_token(api.list_tokens(), token_id)
+        if found.revoked_at is None:
+            found = api.revoke_token(found.id)
+            console.print(f"Revoked token {found.id} ({found.name!r}, {found.role}).")
+        else:
             console.print(f"Token {found.id} ({found.name!r}, {found.role}) was revoked already.")
-            return
-        found.revoked_at = time.time()
-        session.commit()
-        console.print(f"Revoked token {found.id} ({found.name!r}, {found.role}).")

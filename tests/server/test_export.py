@@ -1,11 +1,11 @@
-"""CSV export: the shape Keras's CSVLogger writes, and no formula a spreadsheet would run."""
+"""CSV export: the shape Keras's CSVLogger writes, and no formula a spreadsheet would run.
+
+`callboard export` over HTTP: tests/cli/test_remote_commands.py.
+"""
 
 import csv
 import io
 
-from typer.testing import CliRunner
-
-from callboard.server.cli.main import app
 from callboard.server.store.export import spreadsheet_safe
 
 from .helpers import create_run, epoch_event, post_events
@@ -56,13 +56,6 @@ def test_csv_export_neutralises_formulas_and_keeps_negative_numbers(api):
     exported = api.get(f"/api/v1/runs/{run_id}/export.csv")
     assert exported.status_code == 200
     assert_neutralised(exported.text)
-
-
-def test_cli_export_neutralises_formulas_too(api, settings):
-    run_id = hostile_run(api)
-    result = CliRunner().invoke(app, ["export", str(run_id), "--db", settings.database_url])
-    assert result.exit_code == 0, result.output
-    assert_neutralised(result.stdout)
 
 
 def test_only_text_cells_starting_like_a_formula_are_prefixed():
