@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from starlette.concurrency import run_in_threadpool
 
 from callboard.server.store.models import ApiToken, DashboardSession
 
@@ -45,6 +46,15 @@ class Principal:
 
     def sees_project(self, project):
         return self.project is None or self.project == project
+
+    def csrf_matches(self, sent):
+        """True when `sent` is this session's CSRF token, compared in constant time.
+
+        Always False for a bearer token's principal (it has no CSRF token).
+        """
+        if not sent or not self.csrf_token:
+            return False
+        return secrets.compare_digest(sent.encode(), self.csrf_token.encode())
 
 
 OPEN = Principal(name="anonymous (no token exists yet)", role="admin")
@@ -110,6 +120,19 @@ class TokenStore:
             yield
         finally:
             self._local.cached_only = False
+
+    async def without_blocking(self, lookup, *args):
+        """`lookup(*args)` answered from the cache on the event loop; only a cache miss
+        goes to the database, on a worker thread.
+
+        Example:
+            `principal = await tokens.without_blocking(tokens.for_token, secret)`
+        """
+        try:
+            with self.cached_only():
+                return lookup(*args)
+        except NotCached:
+            return await run_in_threadpool(lookup, *args)
 
     def invalidate(self):
         with self._lock:

@@ -4,12 +4,12 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request
+from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from callboard.server.api.schemas import MAX_BIGINT, MAX_ROW_ID
-from callboard.server.auth import OPEN, NotCached, Principal, TokenStore
+from callboard.server.auth import OPEN, Principal, TokenStore
 from callboard.server.live.hub import LiveHub
 from callboard.server.settings import Settings
 from callboard.server.store.db import Database
@@ -18,9 +18,26 @@ from callboard.server.store.models import Run
 
 SESSION_COOKIE = "callboard_session"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-# A run's or token's id in a path: beyond MAX_ROW_ID no row exists, and the database
-# would refuse the number (a 500 on PostgreSQL).
-RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+# A run's or token's id: beyond MAX_ROW_ID no row exists, and the database would refuse
+# the number (a 500 on PostgreSQL). `RowId` in a path; `ROW_ID` checks one anywhere else.
+RowIdNumber = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
+RowId = Annotated[RowIdNumber, Path()]
+ROW_ID = TypeAdapter(RowIdNumber)
+
+
+def parse_row_id(text):
+    """`text` as a run's or token's id, or None if it is not one.
+
+    Example:
+        >>> parse_row_id("12"), parse_row_id("0"), parse_row_id(str(2**31)), parse_row_id("x")
+        (12, None, None, None)
+    """
+    try:
+        return ROW_ID.validate_python(text)
+    except ValidationError:
+        return None
+
+
 # An event id to read after (0: from the first), in a query: a 64-bit integer.
 AfterRowId = Annotated[int, Query(ge=0, le=MAX_BIGINT, description="row id to start after")]
 
@@ -63,9 +80,7 @@ def _unauthorized(detail):
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def get_principal(
-    request: Request, tokens: Annotated[TokenStore, Depends(get_tokens)]
-) -> Principal:
+def _principal_of(request, tokens):
     """The caller: a bearer token, a dashboard session, or anyone in open mode (no token yet)."""
     if tokens.open_mode():
         return OPEN
@@ -89,61 +104,78 @@ def get_principal(
     raise _unauthorized("authentication required: send 'Authorization: Bearer <token>'")
 
 
+async def resolve_caller(request: Request) -> Principal:
+    """Who sent `request`, looked up now (401 if nobody admitted): from the token cache on
+    the event loop, from the database on a worker thread only on a cache miss.
+
+    Routes want `get_principal`, which looks up once per request; a live stream
+    calls this to learn whether its caller is still admitted.
+    """
+    tokens = request.app.state.tokens
+    return await tokens.without_blocking(_principal_of, request, tokens)
+
+
+async def get_principal(request: Request) -> Principal:
+    """The caller, resolved once per request and kept on `request.state`.
+
+    Every dependency, `fast_path.authorize` and the dashboard pages share it.
+
+    Example:
+        `def route(principal: PrincipalDep): ...`
+    """
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        principal = request.state.principal = await resolve_caller(request)
+    return principal
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-
-
-async def current_principal(
-    request: Request, tokens: Annotated[TokenStore, Depends(get_tokens)]
-) -> Principal:
-    """`get_principal` on the event loop when the token cache answers; else on a worker thread."""
-    try:
-        with tokens.cached_only():
-            return get_principal(request, tokens)
-    except NotCached:
-        return await run_in_threadpool(get_principal, request, tokens)
 
 
 async def still_admitted(request: Request, scope) -> bool:
     """True while the credential that opened `request` still grants `scope`.
 
     For answers that last (live streams): a revoked token, an expired or closed
-    session, or a first token ending open mode make it False. Answers from the
-    token cache on the event loop, else looks up on a worker thread.
+    session, or a first token ending open mode make it False.
     """
     try:
-        principal = await current_principal(request, request.app.state.tokens)
+        principal = await resolve_caller(request)
     except (HTTPException, OperationalError):
         return False
     return principal.can(scope)
 
 
+def admit(request, principal, scopes):
+    """`principal` if it holds any of `scopes`, else 403; 403 for a cookie write without the
+    session's CSRF token; 429 when an ingest token is over its request budget."""
+    if not any(principal.can(scope) for scope in scopes):
+        raise HTTPException(
+            status_code=403,
+            detail=f"a {principal.role!r} token cannot do this (needs {' or '.join(scopes)})",
+        )
+    cookie_write = principal.csrf_token is not None and request.method not in SAFE_METHODS
+    if cookie_write and not principal.csrf_matches(request.headers.get("x-csrf-token")):
+        raise HTTPException(status_code=403, detail="missing or wrong X-CSRF-Token")
+    if "ingest" in scopes and principal.token_id is not None:
+        wait = request.app.state.rate_limiter.acquire(principal.token_id)
+        if wait:
+            raise HTTPException(
+                status_code=429,
+                detail="too many requests for this token",
+                headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+            )
+    return principal
+
+
 def require(*scopes):
-    """A dependency admitting callers holding any of `scopes`, with CSRF checks for cookies.
+    """A dependency admitting callers holding any of `scopes` (`admit`).
 
     Example:
         `@router.post("/stop", dependencies=[Depends(require("control"))])`
     """
 
-    async def check(
-        request: Request, principal: Annotated[Principal, Depends(current_principal)]
-    ) -> Principal:
-        if not any(principal.can(scope) for scope in scopes):
-            raise HTTPException(
-                status_code=403,
-                detail=f"a {principal.role!r} token cannot do this (needs {' or '.join(scopes)})",
-            )
-        cookie_write = principal.csrf_token is not None and request.method not in SAFE_METHODS
-        if cookie_write and request.headers.get("x-csrf-token") != principal.csrf_token:
-            raise HTTPException(status_code=403, detail="missing or wrong X-CSRF-Token")
-        if "ingest" in scopes and principal.token_id is not None:
-            wait = request.app.state.rate_limiter.acquire(principal.token_id)
-            if wait:
-                raise HTTPException(
-                    status_code=429,
-                    detail="too many requests for this token",
-                    headers={"Retry-After": str(max(1, round(wait + 0.5)))},
-                )
-        return principal
+    async def check(request: Request, principal: PrincipalDep) -> Principal:
+        return admit(request, principal, scopes)
 
     return check
 
@@ -162,19 +194,33 @@ def check_project(principal, project_name):
         )
 
 
-def get_run(run_id: RowId, session: SessionDep, principal: PrincipalDep) -> Run:
-    run = session.get(Run, run_id)
-    if run is None or not principal.sees_project(run.project.name):
-        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
+def run_not_found(run_id):
+    """The answer for a run that is missing or outside the caller's projects, alike: a
+    project-scoped caller cannot learn that another project's run exists."""
+    return HTTPException(status_code=404, detail=f"run {run_id} not found")
+
+
+def check_run_visible(principal, run_id, project):
+    """The one rule for "may this caller see this run": it exists (`project`, its project's
+    name, is not None) and lies in the caller's projects; else `run_not_found`."""
+    if project is None or not principal.sees_project(project):
+        raise run_not_found(run_id)
+
+
+def visible_run(session, run_id, principal, lock=False) -> Run:
+    """Run `run_id` as `principal` may see it (`check_run_visible`), else 404.
+
+    Example:
+        `run = visible_run(session, run_id, principal, lock=True)` before changing it
+        (`lock`: the row is locked for update).
+    """
+    run = lock_run(session, run_id) if lock else session.get(Run, run_id)
+    check_run_visible(principal, run_id, run.project.name if run is not None else None)
     return run
 
 
-RunDep = Annotated[Run, Depends(get_run)]
+def get_visible_run(run_id: RowId, session: SessionDep, principal: PrincipalDep) -> Run:
+    return visible_run(session, run_id, principal)
 
 
-def lock_visible_run(session, run_id, principal):
-    """Lock run `run_id` for update, or 404 when it is missing or outside the caller's project."""
-    run = lock_run(session, run_id)
-    if run is None or not principal.sees_project(run.project.name):
-        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
-    return run
+VisibleRun = Annotated[Run, Depends(get_visible_run)]

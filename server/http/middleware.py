@@ -17,10 +17,7 @@ import re
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import OperationalError
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-
-from callboard.server.auth import NotCached
 
 STRICT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -194,11 +191,7 @@ def host_allowed(host, allowed):
 async def in_open_mode(app):
     """`TokenStore.open_mode()`, from the token cache on the event loop when it can."""
     tokens = app.state.tokens
-    try:
-        with tokens.cached_only():
-            return tokens.open_mode()
-    except NotCached:
-        return await run_in_threadpool(tokens.open_mode)
+    return await tokens.without_blocking(tokens.open_mode)
 
 
 class HostAllowList:

@@ -1,7 +1,14 @@
-"""Per-token request budgets: a token bucket per key, refilled continuously."""
+"""Request budgets: a token bucket per key, refilled continuously.
+
+One limiter for every budget of the server: requests per ingest token
+(`acquire`), and failed dashboard sign-ins per client address (`wait`, then
+`spend` on a failure).
+"""
 
 import threading
 import time
+
+MAX_KEYS = 10_000  # buckets kept; beyond, every bucket starts full again
 
 
 class RateLimiter:
@@ -25,10 +32,35 @@ class RateLimiter:
             return 0.0
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
+            level = self._level(key, now)
+            if level >= 1:
+                self._store(key, level - 1, now)
                 return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1 - tokens) / self.rate
+            self._store(key, level, now)
+            return (1 - level) / self.rate
+
+    def wait(self, key):
+        """Seconds until `key` may make a request, 0.0 if now; takes nothing from its budget."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            level = self._level(key, time.monotonic())
+        return 0.0 if level >= 1 else (1 - level) / self.rate
+
+    def spend(self, key):
+        """Take one request from `key`'s budget, even when it is empty (it stays at zero).
+
+        Example: a failed sign-in, counted after the fact (`wait` said it could be tried).
+        """
+        now = time.monotonic()
+        with self._lock:
+            self._store(key, max(0.0, self._level(key, now) - 1), now)
+
+    def _level(self, key, now):
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
+
+    def _store(self, key, level, now):
+        if len(self._buckets) >= MAX_KEYS and key not in self._buckets:
+            self._buckets.clear()
+        self._buckets[key] = (level, now)

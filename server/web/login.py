@@ -12,12 +12,10 @@ from another site is refused (403) like every cross-site write, by
 `<meta name="referrer" content="same-origin">` (over the server-wide
 `no-referrer`) so that its own form sends a real `Origin`.
 
-Failed sign-ins are limited per client address: a burst of `LOGIN_BURST`, then
-one more every `LOGIN_REFILL_SECONDS`.
+Failed sign-ins are limited per client address (`http.rate_limit.RateLimiter`):
+a burst of `LOGIN_BURST`, then one more every `LOGIN_REFILL_SECONDS`.
 """
 
-import secrets
-import threading
 import time
 from typing import Annotated
 from urllib.parse import parse_qs, quote, urlsplit
@@ -35,6 +33,7 @@ from callboard.server.api.deps import (
     get_tokens,
 )
 from callboard.server.auth import Principal, TokenStore, digest, open_session
+from callboard.server.http.rate_limit import RateLimiter
 from callboard.server.store.models import DashboardSession
 from callboard.server.web.templating import templates
 
@@ -85,13 +84,14 @@ def sign_in_url(request):
     return f"{root}/login?next={quote(safe_next(app_path(request)), safe='')}"
 
 
-def page_reader(request: Request, tokens: TokensDep) -> Principal:
-    """The caller of a dashboard page: anyone before the first token, then a reader.
+async def page_reader(request: Request) -> Principal:
+    """The caller of a dashboard page (`deps.get_principal`): anyone before the first
+    token, then a reader.
 
     A browser without a valid session is sent to sign in (303), not shown a 401.
     """
     try:
-        principal = get_principal(request, tokens)
+        principal = await get_principal(request)
     except HTTPException as exc:
         if exc.status_code != 401 or "authorization" in request.headers:
             raise
@@ -108,39 +108,12 @@ def page_reader(request: Request, tokens: TokensDep) -> Principal:
 PageReader = Annotated[Principal, Depends(page_reader)]
 
 
-class LoginThrottle:
-    """Counts failed sign-ins per client address in a token bucket; thread-safe."""
-
-    def __init__(self, burst=LOGIN_BURST, refill_seconds=LOGIN_REFILL_SECONDS):
-        self.burst = burst
-        self.refill_seconds = refill_seconds
-        self._buckets = {}
-        self._lock = threading.Lock()
-
-    def _level(self, key, now):
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        return min(self.burst, tokens + (now - last) / self.refill_seconds)
-
-    def wait(self, key):
-        """Seconds until `key` may try again; 0.0 when it may now."""
-        now = time.monotonic()
-        with self._lock:
-            level = self._level(key, now)
-        return 0.0 if level >= 1 else (1 - level) * self.refill_seconds
-
-    def failed(self, key):
-        now = time.monotonic()
-        with self._lock:
-            if len(self._buckets) > 10_000:
-                self._buckets.clear()
-            self._buckets[key] = (max(0.0, self._level(key, now) - 1), now)
-
-
 def throttle_of(app):
-    """The app's login throttle, made on first use."""
+    """The app's budget of failed sign-ins per client address, made on first use."""
     throttle = getattr(app.state, "login_throttle", None)
     if throttle is None:
-        throttle = app.state.login_throttle = LoginThrottle()
+        throttle = RateLimiter(rate=1 / LOGIN_REFILL_SECONDS, burst=LOGIN_BURST)
+        app.state.login_throttle = throttle
     return throttle
 
 
@@ -212,9 +185,11 @@ async def login(request: Request, tokens: TokensDep, database: DatabaseDep, sett
         response.headers["Retry-After"] = str(max(1, round(wait + 0.5)))
         return response
     secret = fields.get("token", "").strip()
-    principal = tokens.for_token(secret) if 0 < len(secret) <= 200 else None
+    principal = None
+    if 0 < len(secret) <= 200:
+        principal = await tokens.without_blocking(tokens.for_token, secret)
     if principal is None:
-        throttle.failed(address)
+        throttle.spend(address)
         return login_form(request, next_path, WRONG_TOKEN, 401)
     if not principal.can("read"):
         return login_form(request, next_path, INGEST_ONLY, 403)
@@ -239,10 +214,10 @@ async def logout(request: Request, tokens: TokensDep, database: DatabaseDep):
     """End this browser's session (the sign-out form sends the session's CSRF token)."""
     fields = await form_fields(request)
     cookie = request.cookies.get(SESSION_COOKIE)
-    principal = tokens.for_session(cookie) if cookie else None
+    principal = await tokens.without_blocking(tokens.for_session, cookie) if cookie else None
     if principal is not None:
         sent = request.headers.get("x-csrf-token") or fields.get("csrf", "")
-        if not secrets.compare_digest(sent.encode(), principal.csrf_token.encode()):
+        if not principal.csrf_matches(sent):
             raise HTTPException(status_code=403, detail="missing or wrong CSRF token")
         await run_in_threadpool(_close_session, database, cookie)
         tokens.invalidate()

@@ -12,15 +12,13 @@ import json
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from callboard.server.api.answers import SUMMARY_ONLY, run_detail
-from callboard.server.api.deps import RowId, SessionDep
-from callboard.server.api.fast_path import ROW_ID
+from callboard.server.api.deps import RowId, SessionDep, parse_row_id, visible_run
 from callboard.server.store.models import RUN_STATUSES, Event, Project, Run
 from callboard.server.web import login
 from callboard.server.web.login import PageReader
@@ -91,10 +89,11 @@ def render(request, template, principal, status_code=200, **context):
 
 
 def _visible_run(session, principal, run_id):
-    run = session.get(Run, run_id)
-    if run is None or not principal.sees_project(run.project.name):
+    """`deps.visible_run`, or None where the API answers 404."""
+    try:
+        return visible_run(session, run_id, principal)
+    except HTTPException:
         return None
-    return run
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -149,11 +148,8 @@ def parse_ids(values):
     ids = []
     for value in values:
         for part in value.split(","):
-            try:
-                run_id = ROW_ID.validate_python(part.strip())
-            except ValidationError:
-                continue
-            if run_id not in ids:
+            run_id = parse_row_id(part.strip())
+            if run_id is not None and run_id not in ids:
                 ids.append(run_id)
     return ids[:MAX_COMPARED]
 

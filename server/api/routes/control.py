@@ -13,8 +13,9 @@ from callboard.server.api.deps import (
     SessionDep,
     WriteSessionDep,
     check_project,
-    lock_visible_run,
+    check_run_visible,
     require,
+    visible_run,
 )
 from callboard.server.api.fast_path import authorize, documented_path, json_answer, row_id
 from callboard.server.api.schemas import Name, StopRequest
@@ -41,7 +42,7 @@ def stop(
     request: Annotated[StopRequest | None, Body()] = None,
 ):
     """Ask the run to stop at its next batch; asking twice is harmless."""
-    run = lock_visible_run(session, run_id, principal)
+    run = visible_run(session, run_id, principal, lock=True)
     try:
         request_stop(session, run, request.reason if request else None)
     except StopRefused as exc:
@@ -61,15 +62,14 @@ async def read_control(request: Request):
     principal = await authorize(request, "read", "ingest")
     run_id = row_id(request)
     run = await run_in_threadpool(read_control_row, request.app.state.database, run_id)
-    if run is None or not principal.sees_project(run.project):
-        raise HTTPException(status_code=404, detail=f"run {run_id} not found")
+    check_run_visible(principal, run_id, run.project if run is not None else None)
     return json_answer(control_state(run))
 
 
 @router.post("/runs/{run_id}/control/ack", dependencies=[Depends(require("ingest", "control"))])
 def acknowledge(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: PrincipalDep):
     """The client saw the stop request and is stopping."""
-    run = lock_visible_run(session, run_id, principal)
+    run = visible_run(session, run_id, principal, lock=True)
     if acknowledge_stop(session, run):
         session.commit()
         hub.publish(run_channel(run_id), RUNS_CHANNEL)

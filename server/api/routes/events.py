@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import select
 
 from callboard.server.api.answers import event_view
-from callboard.server.api.deps import AfterRowId, Reader, RunDep, SessionDep
+from callboard.server.api.deps import AfterRowId, Reader, SessionDep, VisibleRun, run_not_found
 from callboard.server.api.fast_path import (
     authorize,
     documented_input,
@@ -47,7 +47,7 @@ async def post_events(request: Request):
     try:
         stored = await state.writer.run_in_turns(work, turns, order=run_id)
     except RunNotFound:
-        raise HTTPException(status_code=404, detail=f"run {run_id} not found") from None
+        raise run_not_found(run_id) from None
     state.hub.publish(run_channel(run_id), RUNS_CHANNEL)
     return json_answer(
         {
@@ -76,7 +76,7 @@ def limit_values(events, limit):
 
 @router.get("")
 def list_events(
-    run: RunDep,
+    run: VisibleRun,
     session: SessionDep,
     _: Reader,
     kind: Annotated[str | None, Query(pattern=KIND_PATTERN)] = None,

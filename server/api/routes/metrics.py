@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from callboard.server.api.deps import RunDep, SessionDep, require
+from callboard.server.api.deps import SessionDep, VisibleRun, require
 from callboard.server.api.fast_path import json_answer
 from callboard.server.api.schemas import MAX_BIGINT
 from callboard.server.store.series import read_series
@@ -15,14 +15,14 @@ router = APIRouter(
 
 
 @router.get("")
-def metric_keys(run: RunDep):
+def metric_keys(run: VisibleRun):
     """The names of the run's metrics."""
     return {"keys": sorted((run.summary or {}).keys())}
 
 
 @router.get("/{key:path}")
 def metric_series(
-    run: RunDep,
+    run: VisibleRun,
     key: str,
     session: SessionDep,
     max_points: Annotated[int | None, Query(ge=2, le=100_000)] = None,

@@ -12,11 +12,11 @@ from callboard.server.api.deps import (
     Ingester,
     Reader,
     RowId,
-    RunDep,
     SessionDep,
+    VisibleRun,
     WriteSessionDep,
     check_project,
-    lock_visible_run,
+    visible_run,
 )
 from callboard.server.api.schemas import MAX_BIGINT, Name, NamePart, RunCreate, RunStatus, Text
 from callboard.server.live.hub import RUNS_CHANNEL, run_channel
@@ -106,7 +106,7 @@ def list_runs(
 
 
 @router.get("/{run_id}")
-def read_run(run: RunDep, _: Reader):
+def read_run(run: VisibleRun, _: Reader):
     """A run: status, epochs done, last value of each metric, config, times, stop state."""
     return run_detail(run)
 
@@ -114,7 +114,7 @@ def read_run(run: RunDep, _: Reader):
 @router.post("/{run_id}/heartbeat")
 def heartbeat(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: Ingester):
     """The client is alive; a `lost` run becomes `running` again."""
-    run = lock_visible_run(session, run_id, principal)
+    run = visible_run(session, run_id, principal, lock=True)
     run.updated_at = time.time()
     revived = run.status == "lost"
     if revived:
@@ -126,7 +126,7 @@ def heartbeat(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: I
 
 
 @router.get("/{run_id}/export.csv", response_class=Response)
-def export_csv(run: RunDep, session: SessionDep, _: Reader):
+def export_csv(run: VisibleRun, session: SessionDep, _: Reader):
     """The run's epochs as CSV, in the shape Keras's CSVLogger writes."""
     return Response(
         epochs_csv(session, run.id),

@@ -5,8 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from callboard.server.api.deps import Reader, SessionDep
-from callboard.server.api.schemas import MAX_ROW_ID
+from callboard.server.api.deps import Reader, SessionDep, parse_row_id
 from callboard.server.metric_keys import main_metric
 from callboard.server.store.models import Run
 from callboard.server.store.series import read_series
@@ -23,8 +22,8 @@ IDS = Query(
 
 def visible_runs(session, principal, ids):
     """The runs among `ids` (a comma-separated string) that the caller may see."""
-    wanted = [int(part) for part in ids.split(",")][:MAX_IDS]
-    wanted = [run_id for run_id in wanted if run_id <= MAX_ROW_ID]  # no run has a larger id
+    wanted = [parse_row_id(part) for part in ids.split(",")[:MAX_IDS]]
+    wanted = [run_id for run_id in wanted if run_id is not None]  # no run has another id
     runs = session.scalars(select(Run).where(Run.id.in_(wanted))).all()
     return [run for run in runs if principal.sees_project(run.project.name)]
 

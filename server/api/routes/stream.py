@@ -31,8 +31,8 @@ from callboard.server.api.deps import (
     Reader,
     RowId,
     SettingsDep,
-    get_run,
     still_admitted,
+    visible_run,
 )
 from callboard.server.live.hub import RUNS_CHANNEL, run_channel
 from callboard.server.store.models import Event, Project, Run
@@ -134,9 +134,9 @@ def _cursor(last_event_id, after, kind):
 
 
 def _check_run_visible(database, run_id, principal):
-    """`deps.get_run` on a session of its own: 404 for a run missing or out of project."""
+    """`deps.visible_run` on a session of its own: 404 for a run missing or out of project."""
     with database.reader() as session:
-        get_run(run_id, session, principal)
+        visible_run(session, run_id, principal)
 
 
 def _read_run_changes(database, run_id, after_id):
