@@ -1,8 +1,9 @@
-"""The server's answers that `ServerApi` reads, as typed records (the shapes of `/openapi.json`).
+"""The server's answers that `ServerApi` reads, as typed records.
 
-Each record names the fields the client uses; a field the server adds later is
-ignored, and a field it no longer sends raises `UnexpectedAnswer` at once
-rather than deep inside a caller.
+Each record mirrors the answer model of the same name in the server's
+`/openapi.json` (tests/cli/test_answers.py holds them together). A field the
+server adds later is ignored; one it no longer sends raises `UnexpectedAnswer`
+at once rather than deep inside a caller.
 """
 
 import dataclasses
@@ -35,18 +36,26 @@ class RunSummary(Answer):
     """A run as `GET /api/v1/runs` lists it (`GET /api/v1/runs/{id}` sends more)."""
 
     id: int
+    uid: str
     name: str
     project: str
-    status: str
+    status: str  # running, finished, stopped, failed or lost
+    ended: bool  # the status is final
+    source: str
+    tags: list[str]
+    host: str | None
     epochs_done: int
-    last: dict
+    epochs: int | None  # planned, when the client said
+    last: dict  # {metric: its last value}
+    main_metric: str | None
     created_at: float
     updated_at: float
-    stop: str
+    ended_at: float | None
+    stop: str  # none, requested, acknowledged or stopped
 
 
 @dataclass(frozen=True)
-class RunPage(Answer):
+class RunsPage(Answer):
     """One page of `GET /api/v1/runs`: its runs and how many match in all."""
 
     runs: list[RunSummary]
@@ -70,10 +79,12 @@ class ControlState(Answer):
     state: str
     reason: str | None
     requested_at: float | None
+    acknowledged_at: float | None
+    stopped_at: float | None
 
 
 @dataclass(frozen=True)
-class TokenInfo(Answer):
+class Token(Answer):
     """An API token as `GET /api/v1/tokens` lists it (never its secret)."""
 
     id: int
@@ -89,9 +100,9 @@ class TokenInfo(Answer):
 class TokenList(Answer):
     """`GET /api/v1/tokens`: the tokens the caller may manage."""
 
-    tokens: list[TokenInfo]
+    tokens: list[Token]
 
     @classmethod
     def from_answer(cls, answer):
         listed = super().from_answer(answer)
-        return cls(tokens=[TokenInfo.from_answer(token) for token in listed.tokens])
+        return dataclasses.replace(listed, tokens=[Token.from_answer(t) for t in listed.tokens])

@@ -4,7 +4,7 @@ import threading
 
 import httpx
 
-from ._answers import ControlState, RunPage, RunSummary, TokenInfo, TokenList
+from ._answers import ControlState, RunsPage, RunSummary, Token, TokenList
 
 DEFAULT_ROOT = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -258,7 +258,7 @@ class ServerApi:
         answer = self._request(
             "GET", "/api/v1/runs", params={**params, "limit": limit, "offset": offset}
         )
-        return RunPage.from_answer(answer)
+        return RunsPage.from_answer(answer)
 
     def read_run(self, run_id):
         """Run `run_id` (NotFound if the server has none this token may see)."""
@@ -302,4 +302,4 @@ class ServerApi:
 
     def revoke_token(self, token_id):
         """Revoke token `token_id` (an admin token); the token as it is now."""
-        return TokenInfo.from_answer(self._request("DELETE", f"/api/v1/tokens/{token_id}"))
+        return Token.from_answer(self._request("DELETE", f"/api/v1/tokens/{token_id}"))

@@ -1,10 +1,12 @@
 """`callboard runs|stop|export|token list|token revoke` ask a real server over HTTP."""
 
 import csv
+import http.server
 import io
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -262,3 +264,27 @@ def test_help_names_root_token_and_their_variables(args):
     assert shown.exit_code == 0, shown.output
     for words in ("--root", "--token", "CALLBOARD_ROOT", "CALLBOARD_TOKEN"):
         assert words in shown.stdout, (args, words)
+
+
+class NotCallboard(http.server.BaseHTTPRequestHandler):
+    """Another web server on the port: it answers every request with a page."""
+
+    def do_GET(self):
+        body = b"<html>hello</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_another_web_server_at_root_is_one_line(tmp_path):
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotCallboard) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        root = f"http://127.0.0.1:{other.server_address[1]}"
+        line = one_line_on_stderr(invoke("runs", "--root", root))
+        other.shutdown()
+    assert line == f"{root} answered 200 without JSON: not a Callboard server? Check --root."
