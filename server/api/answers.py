@@ -67,10 +67,31 @@ def problems(*codes):
     return {code: {"model": Problem, "description": PROBLEMS[code]} for code in codes}
 
 
+def json_problems(*codes):
+    """`problems(*codes)` for a route answering CSV or a stream: its errors are JSON still.
+
+    (FastAPI writes a `model` under the route's own media type.)
+    """
+    schema = {"$ref": f"#/components/schemas/{Problem.__name__}"}
+    return {
+        code: {"description": PROBLEMS[code], "content": {"application/json": {"schema": schema}}}
+        for code in codes
+    }
+
+
 class CsvResponse(Response):
     """A CSV answer (`response_class=`: documents `text/csv` as a string)."""
 
     media_type = "text/csv"
+
+
+class EventStreamResponse(Response):
+    """`response_class=` of a route answering a live stream: documents `text/event-stream`.
+
+    (FastAPI's `EventSourceResponse` would also change how the route runs.)
+    """
+
+    media_type = "text/event-stream"
 
 
 # --- runs ------------------------------------------------------------------------------------

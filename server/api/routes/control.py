@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from callboard.server.api.answers import ControlState, problems
 from callboard.server.api.deps import (
     Controller,
     HubDep,
@@ -33,7 +34,11 @@ from callboard.server.live.hub import RUNS_CHANNEL, run_channel
 router = APIRouter(tags=["control"])
 
 
-@router.post("/runs/{run_id}/stop")
+@router.post(
+    "/runs/{run_id}/stop",
+    response_model=ControlState,
+    responses=problems(401, 403, 404, 409, 413, 503),
+)
 def stop(
     run_id: RowId,
     session: WriteSessionDep,
@@ -52,7 +57,11 @@ def stop(
     return control_state(run)
 
 
-@router.get("/runs/{run_id}/control", openapi_extra=documented_path())
+@router.get(
+    "/runs/{run_id}/control",
+    responses={200: {"model": ControlState}, **problems(401, 403, 404, 429, 503)},
+    openapi_extra=documented_path(),
+)
 async def read_control(request: Request):
     """What the training client polls: whether a stop was requested, and its state.
 
@@ -66,7 +75,12 @@ async def read_control(request: Request):
     return json_answer(control_state(run))
 
 
-@router.post("/runs/{run_id}/control/ack", dependencies=[Depends(require("ingest", "control"))])
+@router.post(
+    "/runs/{run_id}/control/ack",
+    dependencies=[Depends(require("ingest", "control"))],
+    response_model=ControlState,
+    responses=problems(401, 403, 404, 429, 503),
+)
 def acknowledge(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: PrincipalDep):
     """The client saw the stop request and is stopping."""
     run = visible_run(session, run_id, principal, lock=True)
@@ -76,7 +90,7 @@ def acknowledge(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal:
     return control_state(run)
 
 
-@router.get("/control")
+@router.get("/control", response_model=ControlState, responses=problems(401, 403, 404, 429, 503))
 def read_control_by_name(
     session: SessionDep,
     principal: Annotated[Principal, Depends(require("read", "ingest"))],

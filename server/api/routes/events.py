@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import select
 
-from callboard.server.api.answers import event_view
+from callboard.server.api.answers import EventsPage, IngestResult, event_view, problems
 from callboard.server.api.deps import AfterRowId, Reader, SessionDep, VisibleRun, run_not_found
 from callboard.server.api.fast_path import (
     authorize,
@@ -24,7 +24,11 @@ from callboard.server.store.models import Event
 router = APIRouter(prefix="/runs/{run_id}/events", tags=["events"])
 
 
-@router.post("", openapi_extra=documented_input(EventBatch))
+@router.post(
+    "",
+    responses={200: {"model": IngestResult}, **problems(401, 403, 404, 413, 429, 503)},
+    openapi_extra=documented_input(EventBatch),
+)
 async def post_events(request: Request):
     """Store a batch of events; events whose seq is already stored are skipped.
 
@@ -74,7 +78,7 @@ def limit_values(events, limit):
         )
 
 
-@router.get("")
+@router.get("", response_model=EventsPage, responses=problems(401, 403, 404, 503))
 def list_events(
     run: VisibleRun,
     session: SessionDep,

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter
 from sqlalchemy import func, select
 
+from callboard.server.api.answers import Extremes, problems
 from callboard.server.api.deps import Reader, SessionDep
 from callboard.server.api.routes.sparklines import IDS, visible_runs
 from callboard.server.store.models import ROLLUP_WIDTHS, MetricPoint, MetricRollup
@@ -38,7 +39,7 @@ def _from_points(session, run_id, keys):
     return {(run_id, key): (low, high) for key, low, high in rows}
 
 
-@router.get("/extremes")
+@router.get("/extremes", response_model=Extremes, responses=problems(401, 403, 503))
 def extremes(session: SessionDep, principal: Reader, ids: Annotated[str, IDS]):
     """`{"runs": {run id: {metric: {"min", "max", "last"}}}}`; NaN points are ignored.
 

@@ -3,12 +3,13 @@
 from fastapi import APIRouter
 from sqlalchemy import text
 
+from callboard.server.api.answers import Health, problems
 from callboard.server.api.deps import SessionDep
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=Health, responses=problems(503))
 def health(session: SessionDep):
     """`{"status": "ok", "database": <dialect>}` when the database answers."""
     session.execute(text("SELECT 1"))

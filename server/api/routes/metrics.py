@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
+from callboard.server.api.answers import MetricKeys, MetricSeries, problems
 from callboard.server.api.deps import SessionDep, VisibleRun, require
 from callboard.server.api.fast_path import json_answer
 from callboard.server.api.schemas import MAX_BIGINT
@@ -14,13 +15,13 @@ router = APIRouter(
 )
 
 
-@router.get("")
+@router.get("", response_model=MetricKeys, responses=problems(401, 403, 404, 503))
 def metric_keys(run: VisibleRun):
     """The names of the run's metrics."""
     return {"keys": sorted((run.summary or {}).keys())}
 
 
-@router.get("/{key:path}")
+@router.get("/{key:path}", response_model=MetricSeries, responses=problems(401, 403, 404, 503))
 def metric_series(
     run: VisibleRun,
     key: str,

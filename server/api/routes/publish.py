@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from callboard.server.api.answers import Problem
+from callboard.server.api.answers import EpochPublished, Problem, problems
 from callboard.server.api.deps import DatabaseDep, HubDep, Ingester, check_project
 from callboard.server.api.schemas import Name, keep_valid_metrics
 from callboard.server.keras_compat import BadPost, parse_epoch_post, record_epoch
@@ -17,7 +17,11 @@ router = APIRouter(tags=["keras compatibility"])
 
 @router.post(
     "/publish/epoch/end/",
-    responses={422: {"model": Problem, "description": "a body Keras never sends, or bad query"}},
+    response_model=EpochPublished,
+    responses={
+        **problems(401, 403, 413, 429, 503),
+        422: {"model": Problem, "description": "a body Keras never sends, or bad query"},
+    },
 )
 async def publish_epoch_end(
     request: Request,

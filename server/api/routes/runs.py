@@ -6,7 +6,17 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import String, cast, func, select
 
-from callboard.server.api.answers import SUMMARY_ONLY, run_detail, run_summary
+from callboard.server.api.answers import (
+    SUMMARY_ONLY,
+    CsvResponse,
+    Heartbeat,
+    RunDetail,
+    RunsPage,
+    json_problems,
+    problems,
+    run_detail,
+    run_summary,
+)
 from callboard.server.api.deps import (
     HubDep,
     Ingester,
@@ -35,7 +45,15 @@ SORTS = {
 }
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    response_model=RunDetail,
+    responses={
+        200: {"model": RunDetail, "description": "the run this uid already names"},
+        **problems(401, 403, 409, 413, 429, 503),
+    },
+)
 def create(
     spec: RunCreate,
     session: WriteSessionDep,
@@ -61,7 +79,7 @@ def create(
     return run_detail(run)
 
 
-@router.get("")
+@router.get("", response_model=RunsPage, responses=problems(401, 403, 503))
 def list_runs(
     session: SessionDep,
     principal: Reader,
@@ -105,13 +123,15 @@ def list_runs(
     }
 
 
-@router.get("/{run_id}")
+@router.get("/{run_id}", response_model=RunDetail, responses=problems(401, 403, 404, 503))
 def read_run(run: VisibleRun, _: Reader):
     """A run: status, epochs done, last value of each metric, config, times, stop state."""
     return run_detail(run)
 
 
-@router.post("/{run_id}/heartbeat")
+@router.post(
+    "/{run_id}/heartbeat", response_model=Heartbeat, responses=problems(401, 403, 404, 429, 503)
+)
 def heartbeat(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: Ingester):
     """The client is alive; a `lost` run becomes `running` again."""
     run = visible_run(session, run_id, principal, lock=True)
@@ -125,7 +145,11 @@ def heartbeat(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: I
     return {"status": run.status}
 
 
-@router.get("/{run_id}/export.csv", response_class=Response)
+@router.get(
+    "/{run_id}/export.csv",
+    response_class=CsvResponse,
+    responses=json_problems(401, 403, 404, 503),
+)
 def export_csv(run: VisibleRun, session: SessionDep, _: Reader):
     """The run's epochs as CSV, in the shape Keras's CSVLogger writes."""
     return Response(

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
+from callboard.server.api.answers import Sparklines, problems
 from callboard.server.api.deps import Reader, SessionDep, parse_row_id
 from callboard.server.metric_keys import main_metric
 from callboard.server.store.models import Run
@@ -28,7 +29,7 @@ def visible_runs(session, principal, ids):
     return [run for run in runs if principal.sees_project(run.project.name)]
 
 
-@router.get("/sparklines")
+@router.get("/sparklines", response_model=Sparklines, responses=problems(401, 403, 503))
 def sparklines(
     session: SessionDep,
     principal: Reader,

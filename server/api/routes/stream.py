@@ -23,7 +23,16 @@ from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from callboard.server.api.answers import SUMMARY_ONLY, event_view, run_summary
+from callboard.server.api.answers import (
+    SUMMARY_ONLY,
+    EventStreamResponse,
+    RunEvent,
+    RunSummary,
+    event_stream,
+    event_view,
+    json_problems,
+    run_summary,
+)
 from callboard.server.api.deps import (
     AfterRowId,
     DatabaseDep,
@@ -161,7 +170,14 @@ def _run_messages(database, run_id, after_id):
     return run, text, (events[-1]["id"] if events else after_id), len(events)
 
 
-@router.get("/runs/{run_id}/stream")
+@router.get(
+    "/runs/{run_id}/stream",
+    response_class=EventStreamResponse,
+    responses={
+        **event_stream(message=RunEvent, run=RunSummary),
+        **json_problems(400, 401, 403, 404, 503),
+    },
+)
 async def stream_run(
     request: Request,
     run_id: RowId,
@@ -222,7 +238,11 @@ def _runs_messages(database, since, project):
     return "".join(messages), since, len(runs)
 
 
-@router.get("/stream")
+@router.get(
+    "/stream",
+    response_class=EventStreamResponse,
+    responses={**event_stream(run=RunSummary), **json_problems(400, 401, 403, 503)},
+)
 async def stream_runs(
     request: Request,
     database: DatabaseDep,

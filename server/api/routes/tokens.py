@@ -13,6 +13,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from callboard.server.api.answers import NewToken, Token, TokenList, problems
 from callboard.server.api.deps import Admin, RowId, SessionDep, WriteSessionDep
 from callboard.server.api.schemas import Name, Strict
 from callboard.server.auth import ROLES, create_token
@@ -55,7 +56,9 @@ def project_for_new_token(spec, admin):
     return spec.project
 
 
-@router.post("", status_code=201)
+@router.post(
+    "", status_code=201, response_model=NewToken, responses=problems(401, 403, 409, 413, 503)
+)
 def create(admin: Admin, spec: TokenCreate, session: WriteSessionDep, request: Request):
     """Create a token; the answer's `token` is the only time the secret is shown.
 
@@ -71,7 +74,7 @@ def create(admin: Admin, spec: TokenCreate, session: WriteSessionDep, request: R
     return {**token_view(token), "token": secret}
 
 
-@router.get("")
+@router.get("", response_model=TokenList, responses=problems(401, 403, 503))
 def list_tokens(admin: Admin, session: SessionDep):
     """Every token, oldest first; a project-scoped admin sees its project's only."""
     query = select(ApiToken).order_by(ApiToken.id)
@@ -80,7 +83,7 @@ def list_tokens(admin: Admin, session: SessionDep):
     return {"tokens": [token_view(t) for t in session.scalars(query)]}
 
 
-@router.delete("/{token_id}")
+@router.delete("/{token_id}", response_model=Token, responses=problems(401, 403, 404, 503))
 def revoke(admin: Admin, token_id: RowId, session: WriteSessionDep, request: Request):
     """Revoke a token; it stops working on every replica within seconds."""
     token = session.get(ApiToken, token_id)
