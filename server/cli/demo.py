@@ -9,6 +9,8 @@ import time
 
 from rich.console import Console
 
+from callboard.client._api import DEFAULT_ROOT, same_root
+
 console = Console()
 UNTIL_STOPPED = 1_000_000  # epochs: about 10 days at the demo's pace
 SECONDS_BETWEEN_EPOCHS = 0.5
@@ -111,9 +113,10 @@ def run_demo(settings, port=8000, epochs=None, root=None, keep_serving=True, tok
         root = f"http://127.0.0.1:{port}"
         console.print(f"Callboard is serving [bold]{root}[/bold]")
     length = "until you stop it" if epochs is None else f"for at most {epochs} epochs"
+    elsewhere = "" if same_root(root, DEFAULT_ROOT) else f" --root {root}"
     console.print(
         f"Training a small Keras model {length}: watch it live at {root}/ and press Stop "
-        "there (or run `callboard stop demo`, or press Ctrl-C here).",
+        f"there (or run `callboard stop demo{elsewhere}`, or press Ctrl-C here).",
         soft_wrap=True,
     )
     try:

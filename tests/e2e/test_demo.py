@@ -72,11 +72,19 @@ def test_demo_trains_until_stopped(tmp_path):
     run_id = wait_for_demo_run(root, process, epochs_done=2)
     run = httpx.get(f"{root}/api/v1/runs/{run_id}", timeout=5).json()
     assert run["params"]["epochs"] >= 10_000, "the demo plans a fixed, short training"
-    stop = httpx.post(f"{root}/api/v1/runs/{run_id}/stop", json={"reason": "test"}, timeout=5)
-    assert stop.is_success, stop.text
+    stop = subprocess.run(  # as the demo says: `callboard stop demo --root ROOT`
+        [str(CALLBOARD), "stop", "demo", "--root", root],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert f"Stop requested for run {run_id} (demo)" in stop.stdout
     out, err = ended(process, timeout=120)
     assert process.returncode == 0, out + err
     assert "until you stop it" in out and "press Stop" in out
+    assert f"`callboard stop demo --root {root}`" in out
     assert f"database: SQLite file {tmp_path / 'demo.db'} (new)" in err
     assert stored_run(tmp_path, run_id)["status"] == "stopped"
 
