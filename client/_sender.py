@@ -5,10 +5,11 @@ import threading
 import time
 import warnings
 
+from callboard.backoff import backoff_delay
+
 from . import _exit_guard
 from ._api import DeliveryFailed, Rejected, Unauthorized, request_chunks
 
-MAX_BACKOFF = 30.0
 CLOSING_ATTEMPTS = 5  # failed deliveries after close() before the spool is left for later
 CLOSING_BACKOFF = 0.5
 STALLED_AFTER = 0.25  # least seconds a request may hang before close() stops waiting for it
@@ -354,7 +355,7 @@ class EventSender:
         self._failure_answered = exc.answered
         delay = exc.retry_after
         if delay is None:
-            delay = min(MAX_BACKOFF, 0.5 * 2 ** (self._failures - 1))
+            delay = backoff_delay(self._failures)
         if self._closing:
             self._closing_attempts += 1
             delay = min(delay, CLOSING_BACKOFF)

@@ -19,6 +19,7 @@ import threading
 import psycopg
 from sqlalchemy.engine import make_url
 
+from callboard.backoff import backoff_delay
 from callboard.server.live.hub import LiveHub
 
 NOTIFY_CHANNEL = "callboard"
@@ -34,20 +35,6 @@ def libpq_url(database_url):
     """
     url = make_url(database_url).set(drivername="postgresql")
     return url.render_as_string(hide_password=False)
-
-
-class _Backoff:
-    """Reconnect delays: 0.5 s, doubling up to `most` seconds, reset after a success."""
-
-    def __init__(self, first=0.5, most=30.0):
-        self.first, self.most, self.delay = first, most, first
-
-    def next(self):
-        delay, self.delay = self.delay, min(self.delay * 2, self.most)
-        return delay
-
-    def reset(self):
-        self.delay = self.first
 
 
 class PostgresHub:
@@ -137,7 +124,7 @@ class PostgresHub:
             return channels
 
     def _send_forever(self):
-        backoff, connection = _Backoff(), None
+        failures, connection = 0, None  # failures in a row: the retry waits `backoff_delay`
         while True:
             channels = self._next_batch()
             if not channels:
@@ -150,12 +137,13 @@ class PostgresHub:
                     "SELECT pg_notify(%s, channel) FROM unnest(%s::text[]) AS channel",
                     (NOTIFY_CHANNEL, channels),
                 )
-                backoff.reset()
+                failures = 0
             except psycopg.Error as exc:
                 connection = _close(connection)
                 if self._stopping.is_set():
                     break
-                delay = backoff.next()
+                failures += 1
+                delay = backoff_delay(failures)
                 log.warning("cannot notify other replicas (%s); retrying in %.1f s", exc, delay)
                 with self._wake:
                     self._pending.update(channels)
@@ -165,13 +153,13 @@ class PostgresHub:
     # -- listening ------------------------------------------------------------------------
 
     def _listen_forever(self):
-        backoff, reconnecting = _Backoff(), False
+        failures, reconnecting = 0, False
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True) as connection:
                     connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self._listening.set()
-                    backoff.reset()
+                    failures = 0
                     if reconnecting:
                         self.local.publish_all()  # catch up on what we missed while away
                     self._forward(connection)
@@ -180,7 +168,8 @@ class PostgresHub:
                 if self._stopping.is_set():
                     break
                 reconnecting = True
-                delay = backoff.next()
+                failures += 1
+                delay = backoff_delay(failures)
                 log.warning("lost LISTEN connection (%s); reconnecting in %.1f s", exc, delay)
                 self._stopping.wait(delay)
         self._listening.clear()
