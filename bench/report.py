@@ -12,18 +12,24 @@ class Report:
     title: str
     rows: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    # More tables after the notes: (caption, rows) pairs.
+    tables: list = field(default_factory=list)
 
     def markdown(self):
-        lines = [f"## {self.title}", ""]
-        if self.rows:
-            keys = list(self.rows[0])
-            lines.append("| " + " | ".join(keys) + " |")
-            lines.append("|" + "---|" * len(keys))
-            for row in self.rows:
-                lines.append("| " + " | ".join(_cell(row.get(k)) for k in keys) + " |")
-            lines.append("")
+        lines = [f"## {self.title}", "", *_table(self.rows)]
         lines.extend(f"- {note}" for note in self.notes)
+        for caption, rows in self.tables:
+            lines += ["", caption, "", *_table(rows)]
         return "\n".join(lines).rstrip() + "\n"
+
+
+def _table(rows):
+    if not rows:
+        return []
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_cell(row.get(k)) for k in keys) + " |" for row in rows]
+    return [*lines, ""]
 
 
 def _cell(value):

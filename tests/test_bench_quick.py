@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TITLES = {
     "client": "## Client overhead",
     "ingest": "## Ingest: Callboard vs MLflow tracking server",
+    "ceiling": "## Ingest vs the HTTP stack's ceiling",
     "latency": "## Latency: remote stop and live stream",
     "queries": "## Queries: long series and a busy runs list",
     "memory": "## Memory: server resident set size",
