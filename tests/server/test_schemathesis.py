@@ -1,10 +1,18 @@
-"""Schema-driven fuzzing of the REST API against a real server: no 5xx, answers match the schema."""
+"""Schema-driven fuzzing of the REST API against a real server: no 5xx, answers match the schema.
+
+Every operation documents its answers (`server/api/answers.py`), so
+`response_schema_conformance` checks real schemas; the cases are derandomized,
+the same on every run.
+"""
+
+import datetime
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.transport import Response
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -42,6 +50,25 @@ def server(tmp_path_factory):
     server.stop()
 
 
+def answered(status, body, url):
+    """A read, closed httpx answer `body` with `status`, as schemathesis' checks take them."""
+    response = httpx.Response(status, json=body, request=httpx.Request("GET", url))
+    response.read()
+    response.elapsed = datetime.timedelta(0)
+    return Response.from_any(response)
+
+
+def test_the_conformance_check_refuses_answers_of_another_shape():
+    operation = SCHEMA["/api/v1/runs/{run_id}"]["GET"]
+    case = operation.Case(path_parameters={"run_id": 1})
+    url = "http://127.0.0.1/api/v1/runs/1"
+    with pytest.raises(AssertionError, match="uid"):  # a run without most of its fields
+        operation.validate_response(answered(200, {"id": 1}, url), case=case)
+    with pytest.raises(AssertionError, match="detail"):  # an error without its detail
+        operation.validate_response(answered(404, {"error": "gone"}, url), case=case)
+    operation.validate_response(answered(404, {"detail": "run 1 not found"}, url), case=case)
+
+
 def takes_input(operation):
     raw = operation.definition.raw
     return bool(raw.get("parameters") or raw.get("requestBody"))
@@ -58,7 +85,13 @@ CASES = [
 @pytest.mark.parametrize(("operation", "mode"), CASES)
 def test_api_never_errors_and_answers_match_the_schema(server, operation, mode):
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=40,
+        deadline=None,
+        derandomize=True,  # the same cases on every run
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def fuzz(case):
         case.call_and_validate(base_url=server.root, checks=CHECKS[mode], timeout=10)
 
