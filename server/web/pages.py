@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from callboard.server.api.answers import SUMMARY_ONLY, run_detail
 from callboard.server.api.deps import RowId, SessionDep, parse_row_id, visible_run
+from callboard.server.metric_keys import main_metric
 from callboard.server.store.models import RUN_STATUSES, Event, Project, Run
 from callboard.server.web import login
 from callboard.server.web.login import PageReader
@@ -192,4 +193,5 @@ def compare_page(
         differences=differences,
         differing=sum(1 for _key, _values, differs in differences if differs),
         ids=",".join(str(run.id) for run in runs),
+        main_metric=main_metric({key for run in runs for key in run.summary or {}}) or "",
     )

@@ -2,7 +2,7 @@
 
 import { getJSON, metricPath, toNumber } from "./api.js";
 import { MetricChart, PALETTE, bindChartControls, pointsFor } from "./charts.js";
-import { element, formatValue, mainMetric } from "./format.js";
+import { element, formatValue } from "./format.js";
 
 const body = document.body;
 const ids = body.dataset.ids.split(",").filter(Boolean).map(Number);
@@ -98,7 +98,7 @@ async function start() {
   runs = await Promise.all(ids.map((id) => getJSON(`/runs/${id}`)));
   const keys = [...new Set(runs.flatMap((run) => run.metrics))].sort();
   const wanted = new URLSearchParams(window.location.search).get("metric");
-  const first = keys.includes(wanted) ? wanted : mainMetric(keys);
+  const first = keys.includes(wanted) ? wanted : body.dataset.mainMetric || null;
   select.replaceChildren(...keys.map((key) => element("option", { value: key, text: key, selected: key === first })));
   select.addEventListener("change", () => {
     const url = new URL(window.location.href);

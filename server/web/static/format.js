@@ -77,11 +77,3 @@ export function element(tag, props = {}, ...children) {
   node.append(...children);
   return node;
 }
-
-/** The metric a run is judged by: val_loss, else loss, else its first epoch metric. */
-export function mainMetric(keys) {
-  const sorted = [...keys].sort();
-  for (const key of ["val_loss", "loss"]) if (sorted.includes(key)) return key;
-  const epochKeys = sorted.filter((k) => !k.startsWith("batch/") && k !== "learning_rate" && k !== "lr");
-  return epochKeys[0] ?? sorted[0] ?? null;
-}

@@ -42,8 +42,9 @@ export class Progress {
     if (this.batches.length > KEEP) this.batches.shift();
   }
 
+  /** The epochs planned, as the server read them from the training's parameters. */
   planned() {
-    return this.run?.epochs ?? this.params.epochs ?? null;
+    return this.run?.epochs ?? null;
   }
 
   secondsPerEpoch() {
@@ -115,10 +116,11 @@ export class Progress {
 
   #etaText() {
     const run = this.run;
-    if (run.status !== "running") {
+    if (run.ended) {
       const took = run.ended_at && run.created_at ? ` after ${duration(run.ended_at - run.created_at)}` : "";
-      return run.status === "lost" ? "The client has gone silent." : `Ended: ${run.status}${took}.`;
+      return `Ended: ${run.status}${took}.`;
     }
+    if (run.status === "lost") return "The client has gone silent.";
     if (!this.estimate) return this.planned() ? "ETA: after the first epochs" : "";
     const left = this.estimate.seconds - (Date.now() / 1000 - this.estimate.at);
     const perEpoch = this.secondsPerEpoch();

@@ -23,17 +23,11 @@ const statusBadge = document.getElementById("run-status");
 const created = document.getElementById("run-created");
 const updated = document.getElementById("run-updated");
 
-/** Where an event's metrics sit on the x axis: the epoch for epoch ends, else the step. */
-function pointStep(event) {
-  if (event.kind === "epoch_end" && event.epoch !== null) return event.epoch;
-  return event.step ?? event.epoch ?? event.seq;
-}
-
 function showRun(summary) {
   run = { ...run, ...summary };
   setStatus(statusBadge, run.status);
   setAgo(updated, run.updated_at);
-  stop.update(run.stop ?? run.control?.state ?? "none", run.status);
+  stop.update(run.stop ?? run.control?.state ?? "none", run);
   progress.setRun(run);
   progress.render();
 }
@@ -43,9 +37,8 @@ let lastDrawn = streamAfter;
 function applyEvent(event) {
   const metrics = Object.entries(event.metrics || {});
   if (metrics.length) {
-    const step = pointStep(event);
     const xTitle = event.kind === "epoch_end" ? "epoch" : "step";
-    for (const [key, value] of metrics) board.push(key, step, value, xTitle);
+    for (const [key, value] of metrics) board.push(key, event.x, value, xTitle); // the server's x
   }
   if (event.kind === "train_begin") progress.trainBegan(event.time, event.data);
   else if (event.kind === "epoch_end") progress.epochEnded(event.epoch, event.time);

@@ -1,11 +1,12 @@
 // The runs page: the filtered list, kept live by /api/v1/stream; sparklines; compare picks.
 
 import { apiUrl, getJSON, pageUrl } from "./api.js";
-import { element, formatValue, mainMetric, refreshAgo, setAgo, setStatus } from "./format.js";
+import { element, formatValue, refreshAgo, setAgo, setStatus } from "./format.js";
 import { subscribe } from "./live.js";
 import { sparkline } from "./sparkline.js";
 
 const PAGE = 100;
+const MAX_LIMIT = 1000; // the server's largest page
 const form = document.getElementById("filters");
 const tbody = document.getElementById("runs-body");
 const rowTemplate = document.getElementById("run-row");
@@ -14,35 +15,15 @@ const emptyNote = document.getElementById("runs-empty");
 const moreButton = document.getElementById("more-runs");
 const compareButton = document.getElementById("compare-button");
 
-const rows = new Map(); // run id → {run, tr, spark}
+const rows = new Map(); // run id → {run, tr, spark}; the table holds them in the server's order
 let total = 0;
-let loaded = false;
 let controller = null;
-const early = [];
-
-const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : b.id - a.id);
-const SORTS = {
-  newest: (a, b) => b.created_at - a.created_at || b.id - a.id,
-  oldest: (a, b) => a.created_at - b.created_at || a.id - b.id,
-  updated: (a, b) => b.updated_at - a.updated_at || b.id - a.id,
-  name: byName,
-};
+let asking = null; // the request the server is answering
+let stale = false; // a run changed while `asking`: ask again once it is answered
 
 function filters() {
   const data = Object.fromEntries(new FormData(form));
   return { project: data.project, status: data.status, q: data.q.trim(), tag: data.tag.trim(), sort: data.sort };
-}
-
-function order() {
-  return SORTS[filters().sort] ?? SORTS.newest;
-}
-
-/** The server's filters, applied to a run that changed live. */
-function matches(run, f) {
-  if (f.project && run.project !== f.project) return false;
-  if (f.status && run.status !== f.status) return false;
-  if (f.q && !run.name.toLowerCase().includes(f.q.toLowerCase())) return false;
-  return !f.tag || (run.tags || []).includes(f.tag);
 }
 
 function fill(entry) {
@@ -59,7 +40,7 @@ function fill(entry) {
   tr.querySelector(".run-project").textContent = run.project;
   tr.querySelector(".run-tags").replaceChildren(...(run.tags || []).map((tag) => element("span", { className: "tag", text: tag })));
   tr.querySelector(".run-epochs").textContent = run.epochs ? `${run.epochs_done} / ${run.epochs}` : String(run.epochs_done);
-  const key = entry.spark?.key ?? mainMetric(Object.keys(run.last || {}));
+  const key = run.main_metric; // the sparkline's metric too: the server chose both
   tr.querySelector(".metric-key").textContent = key ?? "";
   tr.querySelector(".metric-value").textContent = key ? formatValue(run.last[key]) : "—";
   const trend = tr.querySelector(".run-trend");
@@ -76,12 +57,6 @@ function add(run, fresh) {
   return entry;
 }
 
-function place(entry) {
-  const sorted = [...rows.values()].sort((a, b) => order()(a.run, b.run));
-  const next = sorted[sorted.indexOf(entry) + 1]?.tr ?? null;
-  if (entry.tr.parentNode !== tbody || entry.tr.nextElementSibling !== next) tbody.insertBefore(entry.tr, next);
-}
-
 function showCount() {
   countNote.textContent = `${total} run${total === 1 ? "" : "s"}${rows.size < total ? `, showing ${rows.size}` : ""}`;
   emptyNote.hidden = rows.size > 0;
@@ -94,10 +69,7 @@ function updateCompareButton() {
   compareButton.textContent = picked ? `Compare selected (${picked})` : "Compare selected";
 }
 
-// Sparklines: fetched in bulk, refreshed (debounced) when a run reports new values.
-const staleSparks = new Set();
-let sparkTimer = null;
-
+// Sparklines: fetched in bulk, again for a run that reports new values.
 async function loadSparklines(ids) {
   for (let i = 0; i < ids.length; i += 200) {
     const chunk = ids.slice(i, i + 200);
@@ -111,80 +83,94 @@ async function loadSparklines(ids) {
   }
 }
 
-function refreshSparkline(id) {
-  staleSparks.add(id);
-  clearTimeout(sparkTimer);
-  sparkTimer = setTimeout(() => {
-    const ids = [...staleSparks];
-    staleSparks.clear();
-    loadSparklines(ids).catch(() => {});
-  }, 300);
-}
-
-async function load(append = false) {
+/**
+ * Show the server's answer for the filters: the first rows (as many as are shown, when a
+ * live change asks again), or the next page with `append`. Rows keep the server's order.
+ */
+async function load({ append = false, live = false } = {}) {
   const f = filters();
-  const query = new URLSearchParams(Object.entries(f).filter(([k, v]) => v && !(k === "sort" && v === "newest")));
-  window.history.replaceState(null, "", query.size ? `?${query}` : window.location.pathname);
+  if (!live) {
+    const query = new URLSearchParams(Object.entries(f).filter(([k, v]) => v && !(k === "sort" && v === "newest")));
+    window.history.replaceState(null, "", query.size ? `?${query}` : window.location.pathname);
+  }
   controller?.abort();
   controller = new AbortController();
-  const answer = await getJSON("/runs", { ...f, limit: PAGE, offset: append ? rows.size : 0 }, controller.signal);
-  if (!append) {
-    rows.clear();
-    tbody.replaceChildren();
-  }
-  for (const run of answer.runs) if (!rows.has(run.id)) tbody.append(add(run, false).tr);
+  const offset = append ? rows.size : 0;
+  const limit = append ? PAGE : Math.min(MAX_LIMIT, Math.max(PAGE, live ? rows.size : 0));
+  const answer = await getJSON("/runs", { ...f, limit, offset }, controller.signal);
+  let changed = answer.runs.map((run) => run.id);
+  if (!append) changed = show(answer.runs, live);
+  else for (const run of answer.runs) if (!rows.has(run.id)) tbody.append(add(run, false).tr);
   total = answer.total;
   showCount();
   updateCompareButton();
-  await loadSparklines(answer.runs.map((run) => run.id));
+  await loadSparklines(changed);
+  document.body.dataset.ready = "true";
 }
 
-function onRun(run) {
-  if (!loaded) {
-    early.push(run);
-    return;
+/** Make the rows `runs`, in their order; return the ids whose values changed. */
+function show(runs, live) {
+  const wanted = new Set(runs.map((run) => run.id));
+  for (const [id, entry] of rows) {
+    if (wanted.has(id)) continue;
+    entry.tr.remove();
+    rows.delete(id);
   }
-  const entry = rows.get(run.id);
-  if (!matches(run, filters())) {
-    if (entry) {
-      entry.tr.remove();
-      rows.delete(run.id);
-      total -= 1;
-      showCount();
+  const changed = [];
+  runs.forEach((run, index) => {
+    let entry = rows.get(run.id);
+    if (!entry || entry.run.epochs_done !== run.epochs_done || JSON.stringify(entry.run.last) !== JSON.stringify(run.last)) {
+      changed.push(run.id);
     }
-    return;
-  }
-  if (!entry) {
-    const sorted = [...rows.values()].sort((a, b) => order()(a.run, b.run));
-    const last = sorted[sorted.length - 1];
-    total += 1;
-    if (rows.size < total - 1 && last && order()(run, last.run) > 0) return showCount(); // beyond this page
-    place(add(run, true));
-    showCount();
-    refreshSparkline(run.id);
-    return;
-  }
-  const changed = entry.run.epochs_done !== run.epochs_done || JSON.stringify(entry.run.last) !== JSON.stringify(run.last);
-  entry.run = run;
-  fill(entry);
-  place(entry);
-  if (changed) refreshSparkline(run.id);
+    if (entry) {
+      entry.run = run;
+      fill(entry);
+    } else entry = add(run, live);
+    const here = tbody.children[index] ?? null;
+    if (here !== entry.tr) tbody.insertBefore(entry.tr, here);
+  });
+  return changed;
+}
+
+/**
+ * Ask the server: a filter change or "more" at once (the newest request wins), a live
+ * change once the request under way is answered (many changes, one more request).
+ */
+function ask(options) {
+  const request = load(options)
+    .catch(showError)
+    .finally(() => {
+      if (asking !== request) return;
+      asking = null;
+      if (stale) {
+        stale = false;
+        ask({ live: true });
+      }
+    });
+  asking = request;
+  return request;
+}
+
+/** A run changed somewhere: ask the server again which runs match, in what order. */
+function liveChange() {
+  if (asking) stale = true;
+  else ask({ live: true });
 }
 
 let typing = null;
 form.addEventListener("input", (event) => {
   if (event.target.tagName === "SELECT") return;
   clearTimeout(typing);
-  typing = setTimeout(() => load().catch(showError), 250);
+  typing = setTimeout(() => ask(), 250);
 });
 form.addEventListener("change", (event) => {
-  if (event.target.tagName === "SELECT") load().catch(showError);
+  if (event.target.tagName === "SELECT") ask();
 });
 form.addEventListener("submit", (event) => {
   event.preventDefault();
-  load().catch(showError);
+  ask();
 });
-moreButton.addEventListener("click", () => load(true).catch(showError));
+moreButton.addEventListener("click", () => ask({ append: true }));
 tbody.addEventListener("change", updateCompareButton);
 
 function showError(error) {
@@ -193,11 +179,5 @@ function showError(error) {
 
 setInterval(refreshAgo, 1000); // the page's one timer: every "updated N ago" counts on
 
-subscribe(apiUrl("/stream", { after: document.body.dataset.now }), { onRun });
-load()
-  .then(() => {
-    loaded = true;
-    for (const run of early.splice(0)) onRun(run);
-    document.body.dataset.ready = "true";
-  })
-  .catch(showError);
+subscribe(apiUrl("/stream", { after: document.body.dataset.now }), { onRun: liveChange });
+ask();

@@ -8,7 +8,6 @@ const MESSAGES = {
   acknowledged: "The training is stopping after its current batch…",
   stopped: "Training stopped.",
 };
-const STOPPABLE = new Set(["running", "lost"]);
 
 export class StopControl {
   constructor(runId) {
@@ -21,7 +20,7 @@ export class StopControl {
     this.steps = document.getElementById("stop-steps");
     this.message = document.getElementById("stop-message");
     this.state = this.steps.dataset.state;
-    this.status = null;
+    this.run = null; // {status, ended} as the server last sent them
     this.button.addEventListener("click", () => this.#ask());
     this.dialog.addEventListener("close", () => {
       if (this.dialog.returnValue === "confirm") this.#request(this.reason.value.trim());
@@ -45,22 +44,24 @@ export class StopControl {
     this.message.textContent = "Requesting a stop…";
     try {
       const control = await postJSON(`/runs/${this.runId}/stop`, { reason: reason || null });
-      this.update(control.state, control.status);
+      this.update(control.state, this.run);
     } catch (error) {
       this.message.textContent = `Could not stop: ${error.message}`;
-      this.update(this.state, this.status);
+      this.update(this.state, this.run);
     }
   }
 
   /**
-   * Show stop state `state` of a run whose status is `status`. A stop only moves forward,
+   * Show stop state `state` of `run` (its `status`, and whether it has `ended`, as the
+   * server sends them: an ended run cannot be stopped). A stop only moves forward,
    * so an answer older than what is shown (our POST's, arriving after the live updates
    * that followed it) is ignored.
    */
-  update(state, status) {
+  update(state, run) {
     if (STEPS.indexOf(state) < STEPS.indexOf(this.state)) return;
     this.state = state;
-    this.status = status;
+    this.run = run;
+    const stoppable = Boolean(run) && !run.ended;
     this.steps.dataset.state = state;
     const reached = STEPS.indexOf(state);
     for (const item of this.steps.children) {
@@ -68,10 +69,10 @@ export class StopControl {
       if (item.dataset.step === state) item.setAttribute("aria-current", "step");
       else item.removeAttribute("aria-current");
     }
-    this.button.disabled = !this.allowed || state !== "none" || !STOPPABLE.has(status);
-    if (MESSAGES[state] && state !== "stopped" && status && !STOPPABLE.has(status)) {
-      this.message.textContent = `The run ended (${status}) before the stop took effect.`;
+    this.button.disabled = !this.allowed || state !== "none" || !stoppable;
+    if (MESSAGES[state] && state !== "stopped" && run?.ended) {
+      this.message.textContent = `The run ended (${run.status}) before the stop took effect.`;
     } else if (MESSAGES[state]) this.message.textContent = MESSAGES[state];
-    else if (!STOPPABLE.has(status)) this.message.textContent = "";
+    else if (!stoppable) this.message.textContent = "";
   }
 }
