@@ -155,7 +155,7 @@ class ServerApi:
         """The server's answer to one request; raises its outcome when it is an error."""
         try:
             response = self.client.request(method, self.root + path, headers=self.headers, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: e.g. a root's bad port
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
         status = response.status_code
         if status < 400:

@@ -240,6 +240,12 @@ def test_commands_against_a_server_leave_no_database_in_the_folder(board, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("root", ["127.0.0.1:8000", "http://[::1", "ftp://127.0.0.1"])
+def test_a_root_that_is_no_http_url_is_one_line(root):
+    line = one_line_on_stderr(invoke("runs", "--root", root))
+    assert line.startswith(f"No Callboard server at {root} (") and "--root" in line
+
+
 def test_no_server_in_a_real_process_prints_no_traceback(tmp_path):
     root = f"http://127.0.0.1:{free_port()}"
     finished = subprocess.run(
