@@ -3,10 +3,11 @@
 import time
 from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
-from callboard.server.store.ingest import add_server_event, param_marker
 from callboard.server.store.models import ENDED_STATUSES, Project, Run
+from callboard.server.store.run_writes import PROJECTS, RUNS, add_server_event, lock_run, update_run
+from callboard.server.store.statements import compiled_once
 
 
 class ControlRow(NamedTuple):
@@ -21,11 +22,24 @@ class ControlRow(NamedTuple):
     project: str
 
 
-CONTROL_QUERY = (
-    "SELECT runs.id, runs.status, runs.stop_reason, runs.stop_requested_at, "
-    "runs.stop_acknowledged_at, runs.stopped_at, projects.name "
-    "FROM runs JOIN projects ON projects.id = runs.project_id WHERE runs.id = {}"
+CONTROL_COLUMNS = (
+    RUNS.c.id,
+    RUNS.c.status,
+    RUNS.c.stop_reason,
+    RUNS.c.stop_requested_at,
+    RUNS.c.stop_acknowledged_at,
+    RUNS.c.stopped_at,
 )
+
+
+@compiled_once
+def control_query():
+    """Run `run_id`'s `ControlRow` (for `read_control_row`, straight on the driver)."""
+    return (
+        select(*CONTROL_COLUMNS, PROJECTS.c.name)
+        .join_from(RUNS, PROJECTS, PROJECTS.c.id == RUNS.c.project_id)
+        .where(RUNS.c.id == bindparam("run_id"))
+    )
 
 
 class StopRefused(Exception):
@@ -60,10 +74,11 @@ def control_state(run):
 def read_control_row(database, run_id):
     """Run `run_id`'s `ControlRow`, or None: one statement straight on a pooled driver
     connection (SQLAlchemy's statement and result machinery cost more than the query)."""
+    statement = control_query(database.engine.dialect)
     connection = database.engine.raw_connection()
     try:
         cursor = connection.cursor()
-        cursor.execute(CONTROL_QUERY.format(param_marker(database.engine.dialect)), (run_id,))
+        cursor.execute(statement.sql, statement.parameters({"run_id": run_id}))
         row = cursor.fetchone()
         cursor.close()
     finally:
@@ -82,27 +97,39 @@ def newest_live_run(session, name, project):
     ).first()
 
 
-def request_stop(session, run, reason=None):
-    """Ask the run to stop; asking again changes nothing.
+def _locked_control_row(connection, run_id, visible):
+    return ControlRow(*lock_run(connection, run_id, CONTROL_COLUMNS, visible))
 
-    Refused once the run has ended (finished, stopped or failed), whether or not
-    a stop was asked before. A `lost` run may still come back, so it can be asked:
-    its client sees the request when it polls again.
+
+def request_stop(connection, changed, run_id, reason=None, visible=None):
+    """Ask run `run_id` to stop; return its `ControlRow`. Asking again changes nothing.
+
+    Work for `RunWrites.write`. Refused (`StopRefused`) once the run has ended
+    (finished, stopped or failed), whether or not a stop was asked before. A
+    `lost` run may still come back, so it can be asked: its client sees the
+    request when it polls again. `RunNotFound` unless `visible(project)`.
     """
+    run = _locked_control_row(connection, run_id, visible)
     if run.status in ENDED_STATUSES:
-        raise StopRefused(f"run {run.id} has already ended with status {run.status!r}")
+        raise StopRefused(f"run {run_id} has already ended with status {run.status!r}")
     if run.stop_requested_at is not None:
-        return False
-    run.stop_requested_at = time.time()
-    run.stop_reason = reason
-    add_server_event(session, run, "stop_requested", {"reason": reason})
-    return True
+        return run
+    run = run._replace(stop_requested_at=time.time(), stop_reason=reason)
+    update_run(connection, run_id, stop_requested_at=run.stop_requested_at, stop_reason=reason)
+    add_server_event(connection, changed, run_id, "stop_requested", {"reason": reason})
+    return run
 
 
-def acknowledge_stop(session, run):
-    """The client has seen the stop request and is stopping `fit()`."""
+def acknowledge_stop(connection, changed, run_id, visible=None):
+    """The client has seen the stop request and is stopping `fit()`; return the `ControlRow`.
+
+    Work for `RunWrites.write`; acknowledging twice, or with no stop requested,
+    changes nothing. `RunNotFound` unless `visible(project)`.
+    """
+    run = _locked_control_row(connection, run_id, visible)
     if run.stop_requested_at is None or run.stop_acknowledged_at is not None:
-        return False
-    run.stop_acknowledged_at = time.time()
-    add_server_event(session, run, "stop_acknowledged")
-    return True
+        return run
+    run = run._replace(stop_acknowledged_at=time.time())
+    update_run(connection, run_id, stop_acknowledged_at=run.stop_acknowledged_at)
+    add_server_event(connection, changed, run_id, "stop_acknowledged")
+    return run

@@ -7,14 +7,16 @@ from sqlalchemy import select
 
 from callboard.server.api.schemas import MAX_KEY_LENGTH, MAX_KEYS_PER_EVENT, EventIn, RunCreate
 from callboard.server.stock_runs import StockClient, clash_messages, continued_run
-from callboard.server.store.ingest import (
+from callboard.server.store.ingest import store_events
+from callboard.server.store.models import ENDED_STATUSES, STOCK_SOURCES
+from callboard.server.store.run_writes import (
+    EVENTS,
+    RUNS,
     add_server_event,
     automatic_run_name,
     create_run,
     get_or_create_project,
-    ingest_events,
 )
-from callboard.server.store.models import ENDED_STATUSES, STOCK_SOURCES, Event, Project, Run
 from callboard.server.store.storable import json_safe, parse_number
 
 NAMED, AUTOMATIC = STOCK_SOURCES
@@ -81,53 +83,63 @@ def _load_json(text):
 
 
 def record_epoch(
-    session, epoch, metrics, run_name=None, project="default", client=None, dropped=()
+    connection,
+    changed,
+    epoch,
+    metrics,
+    run_name=None,
+    project="default",
+    client=None,
+    dropped=(),
 ):
-    """Store one stock-RemoteMonitor epoch; return the run it went to.
+    """Store one stock-RemoteMonitor epoch; return the id of the run it went to.
 
-    Posts go to a live stock-fed run of that name (or an unnamed one) that the
-    same `client` (a `StockClient`) started, as `stock_runs.continued_run`
-    picks it; a new run of that name starts when the epoch counter falls back,
-    the client differs, or the run ended. A run started while another of its
-    name is live gets a warning event, and so does the other. Metric names in
-    `dropped` (left out of `metrics`) get a warning on the run, once per name.
+    Work for `RunWrites.write`. Posts go to a live stock-fed run of that name
+    (or an unnamed one) that the same `client` (a `StockClient`) started, as
+    `stock_runs.continued_run` picks it; a new run of that name starts when the
+    epoch counter falls back, the client differs, or the run ended. A run
+    started while another of its name is live gets a warning event, and so
+    does the other. Metric names in `dropped` (left out of `metrics`) get a
+    warning on the run, once per name.
     """
     client = client or StockClient()
-    project_row = get_or_create_project(session, project)
-    session.scalars(select(Project).where(Project.id == project_row.id).with_for_update()).one()
+    project_id = get_or_create_project(connection, project, lock=True)
     source = NAMED if run_name else AUTOMATIC
-    query = select(Run).where(
-        Run.project_id == project_row.id,
-        Run.source == source,
-        Run.status.not_in(ENDED_STATUSES),
+    query = select(RUNS.c.id, RUNS.c.last_epoch, RUNS.c.last_seq, RUNS.c.host, RUNS.c.versions)
+    query = query.where(
+        RUNS.c.project_id == project_id,
+        RUNS.c.source == source,
+        RUNS.c.status.not_in(ENDED_STATUSES),
     )
     if run_name:
-        query = query.where(Run.name == run_name)
-    live = session.scalars(
-        query.order_by(Run.id.desc()).limit(MAX_LIVE_RUNS).with_for_update(of=Run)
+        query = query.where(RUNS.c.name == run_name)
+    live = connection.execute(
+        query.order_by(RUNS.c.id.desc()).limit(MAX_LIVE_RUNS).with_for_update(of=RUNS)
     ).all()
     run = continued_run(live, epoch, client)
-    started = run is None
-    if started:
+    if run is None:
         spec = RunCreate(
             name=run_name or automatic_run_name(), project=project, **client.run_fields()
         )
-        run, _ = create_run(session, spec, source=source)
-    event = EventIn(seq=run.last_seq + 1, kind="epoch_end", epoch=epoch, metrics=metrics)
-    ingest_events(session, run, [event])
-    if started and live:
-        _warn_clash(session, run, live, run_name, client)
-    warn_dropped_metrics(session, run, dropped)
-    return run
+        run_id, last_seq = create_run(connection, changed, spec, source=source)[0], 0
+    else:
+        run_id, last_seq = run.id, run.last_seq
+    event = EventIn(seq=last_seq + 1, kind="epoch_end", epoch=epoch, metrics=metrics)
+    store_events(connection, run_id, [event])
+    changed.add(run_id)
+    if run is None and live:
+        _warn_clash(connection, changed, run_id, live, run_name, client)
+    warn_dropped_metrics(connection, changed, run_id, dropped)
+    return run_id
 
 
-def warn_dropped_metrics(session, run, dropped):
+def warn_dropped_metrics(connection, changed, run_id, dropped):
     """A `warning` event naming the metrics left out of the run, once per name."""
     if not dropped:
         return
     warned = set()
-    for data in session.scalars(
-        select(Event.data).where(Event.run_id == run.id, Event.kind == "warning")
+    for data in connection.scalars(
+        select(EVENTS.c.data).where(EVENTS.c.run_id == run_id, EVENTS.c.kind == "warning")
     ):
         warned.update((data or {}).get("dropped", ()))
     new = [key for key in dict.fromkeys(json_safe(list(dropped))) if key not in warned]
@@ -138,15 +150,18 @@ def warn_dropped_metrics(session, run, dropped):
         f"dropped {len(new)} metric(s): {shown}. A metric name is 1 to {MAX_KEY_LENGTH} "
         f"characters, no control character, and an epoch holds at most {MAX_KEYS_PER_EVENT}"
     )
-    add_server_event(
-        session, run, "warning", {"message": message, "dropped": new[:MAX_KEYS_PER_EVENT]}
-    )
+    data = {"message": message, "dropped": new[:MAX_KEYS_PER_EVENT]}
+    add_server_event(connection, changed, run_id, "warning", data)
 
 
-def _warn_clash(session, new_run, live, run_name, client):
-    """Warn in `new_run` and the live run it was kept apart from (the client's own, if any)."""
+def _warn_clash(connection, changed, new_run_id, live, run_name, client):
+    """Warn in the new run and the live run it was kept apart from (the client's own, if any)."""
     other = next((run for run in live if client.started(run)), live[0])
     label = f"?run={run_name}" if run_name else "an unnamed run"
-    to_new, to_other = clash_messages(label, new_run, other, client)
-    add_server_event(session, new_run, "warning", {"message": to_new, "other_run": other.id})
-    add_server_event(session, other, "warning", {"message": to_other, "other_run": new_run.id})
+    to_new, to_other = clash_messages(label, new_run_id, other, client)
+    add_server_event(
+        connection, changed, new_run_id, "warning", {"message": to_new, "other_run": other.id}
+    )
+    add_server_event(
+        connection, changed, other.id, "warning", {"message": to_other, "other_run": new_run_id}
+    )

@@ -1,49 +1,57 @@
-"""Runs that went silent: clients that stopped sending are `lost`; stock-Keras runs ended."""
+"""Runs that went silent: clients that stopped sending are `lost`; stock-Keras runs ended.
+
+Heartbeats keep a client's run alive, and bring a `lost` one back.
+"""
 
 import time
 
 from sqlalchemy import select
-from sqlalchemy.orm import load_only
 
-from callboard.server.store.ingest import add_server_event
-from callboard.server.store.models import STOCK_SOURCES, Run
+from callboard.server.store.models import STOCK_SOURCES
+from callboard.server.store.run_writes import RUNS, add_server_event, lock_run, update_run
 
-# The columns a sweep reads and writes.
-SWEPT = (
-    Run.status,
-    Run.source,
-    Run.updated_at,
-    Run.ended_at,
-    Run.stopped_at,
-    Run.stop_acknowledged_at,
-    Run.last_epoch,
-    Run.last_step,
-)
+# The columns a sweep reads (never a run's config: it may be megabytes).
+SWEPT = (RUNS.c.id, RUNS.c.source, RUNS.c.updated_at, RUNS.c.stop_acknowledged_at)
 
 
-def mark_silent_runs(session, lost_after_seconds, now=None):
+def mark_silent_runs(connection, changed, lost_after_seconds, now=None):
     """Mark running runs silent for `lost_after_seconds`; return their ids.
 
-    Runs fed by our client send heartbeats, so silence means the process is
-    gone: `lost`. Runs fed by the stock Keras RemoteMonitor have no heartbeat
-    and no train-end post, so silence is how they end: `finished`, or `stopped`
-    once a `RemoteStop` beside the stock callback acknowledged a stop.
+    Work for `RunWrites.write`. Runs fed by our client send heartbeats, so
+    silence means the process is gone: `lost`. Runs fed by the stock Keras
+    RemoteMonitor have no heartbeat and no train-end post, so silence is how
+    they end: `finished`, or `stopped` once a `RemoteStop` beside the stock
+    callback acknowledged a stop.
     """
     now = time.time() if now is None else now
-    silent = session.scalars(
-        select(Run)
-        .options(load_only(*SWEPT, raiseload=True))  # never a run's config: it may be megabytes
-        .where(Run.status == "running", Run.updated_at < now - lost_after_seconds)
-        .with_for_update(skip_locked=True, of=Run)
+    silent = connection.execute(
+        select(*SWEPT)
+        .where(RUNS.c.status == "running", RUNS.c.updated_at < now - lost_after_seconds)
+        .with_for_update(skip_locked=True, of=RUNS)
     ).all()
     for run in silent:
-        if run.source in STOCK_SOURCES:
-            run.status = "finished"
-            run.ended_at = run.updated_at
-            if run.stop_acknowledged_at is not None:
-                run.status = "stopped"
-                run.stopped_at = run.updated_at
+        if run.source not in STOCK_SOURCES:
+            update_run(connection, run.id, status="lost")
+            quiet = {"silent_seconds": round(now - run.updated_at)}
+            add_server_event(connection, changed, run.id, "lost", quiet)
+        elif run.stop_acknowledged_at is not None:
+            ended = run.updated_at
+            update_run(connection, run.id, status="stopped", ended_at=ended, stopped_at=ended)
         else:
-            run.status = "lost"
-            add_server_event(session, run, "lost", {"silent_seconds": round(now - run.updated_at)})
+            update_run(connection, run.id, status="finished", ended_at=run.updated_at)
+        changed.add(run.id)
     return [run.id for run in silent]
+
+
+def record_heartbeat(connection, changed, run_id, visible=None):
+    """The client of run `run_id` is alive: a `lost` run becomes `running`; return the status.
+
+    Work for `RunWrites.write`; only a revived run is published.
+    `RunNotFound` unless `visible(project)`.
+    """
+    run = lock_run(connection, run_id, (RUNS.c.status,), visible)
+    status = "running" if run.status == "lost" else run.status
+    update_run(connection, run_id, updated_at=time.time(), status=status)
+    if status != run.status:
+        changed.add(run_id)
+    return status

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from callboard.server.api.fast_path import direct_route
 from callboard.server.api.routes import (
     control,
     events,
@@ -34,33 +36,25 @@ from callboard.server.http.middleware import (
 from callboard.server.http.rate_limit import RateLimiter
 from callboard.server.lifecycle import mark_silent_runs
 from callboard.server.live import make_hub
-from callboard.server.live.hub import RUNS_CHANNEL, run_channel
 from callboard.server.settings import Settings
 from callboard.server.store import migrate
 from callboard.server.store.db import Database
 from callboard.server.store.group_commit import GroupCommit
+from callboard.server.store.run_writes import RunWrites
 from callboard.server.web import api_docs, pages
 
 log = logging.getLogger("callboard.server")
 
 
-def _sweep(database, settings):
-    with database.writer() as session:
-        ids = mark_silent_runs(session, settings.lost_after_seconds)
-        session.commit()
-        return ids
-
-
 async def _sweep_forever(app):
+    settings = app.state.settings
     while True:
-        await asyncio.sleep(app.state.settings.sweep_interval_seconds)
+        await asyncio.sleep(settings.sweep_interval_seconds)
+        sweep = functools.partial(mark_silent_runs, lost_after_seconds=settings.lost_after_seconds)
         try:
-            ids = await run_in_threadpool(_sweep, app.state.database, app.state.settings)
+            await app.state.run_writes.write(sweep)
         except OperationalError as exc:
             log.warning("could not check for silent runs: %s", exc)
-            continue
-        if ids:
-            app.state.hub.publish(RUNS_CHANNEL, *(run_channel(i) for i in ids))
 
 
 @contextlib.asynccontextmanager
@@ -72,6 +66,7 @@ async def lifespan(app):
     app.state.tokens = TokenStore(app.state.database, require_tokens=settings.require_tokens)
     app.state.writer = GroupCommit(app.state.database)
     app.state.writer.start()
+    app.state.run_writes = RunWrites(app.state.writer, app.state.hub)
     await run_in_threadpool(app.state.hub.start)
     sweeper = asyncio.create_task(_sweep_forever(app))
     try:
@@ -127,6 +122,8 @@ def create_app(settings=None):
     # Routers are matched in order: the hottest (event ingest) first.
     for module in (events, runs, metrics, control, stream, tokens, health, sparklines, extremes):
         app.include_router(module.router, prefix="/api/v1")
+    # Epoch posts skip FastAPI's per-request machinery (`fast_path.direct_route`).
+    app.router.routes.insert(0, direct_route(events.router, "POST"))
     app.include_router(publish.router)
     app.include_router(api_docs.router)
     app.include_router(pages.router)

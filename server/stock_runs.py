@@ -61,21 +61,21 @@ def _last_epoch(run):
     return -1 if run.last_epoch is None else run.last_epoch
 
 
-def clash_messages(label, new_run, other, client):
-    """Warnings for `(new_run, other)` when `new_run` starts while `other` is live."""
+def clash_messages(label, new_run_id, other, client):
+    """Warnings for `(the new run, other)` when run `new_run_id` starts while `other` is live."""
     if client.started(other):
         return (
             f"the epoch counter fell back while run #{other.id} ({label}, same client) was live: "
             "a restart, or a second training. Two trainings posting under one name from one "
             "machine cannot be told apart once they reach the same epoch: give each its own "
             "?run=",
-            f"run #{new_run.id} started as {label} from the same client while this run was live "
+            f"run #{new_run_id} started as {label} from the same client while this run was live "
             "(a restart, or a second training)",
         )
     return (
         f"another training posts as {label} from {_client_of(other)}: this one, from {client}, "
         "has its own run",
-        f"another training posts as {label} from {client}: it has its own run #{new_run.id}",
+        f"another training posts as {label} from {client}: it has its own run #{new_run_id}",
     )
 
 

@@ -13,8 +13,8 @@ from callboard.server.auth import OPEN, Principal, TokenStore
 from callboard.server.live.hub import LiveHub
 from callboard.server.settings import Settings
 from callboard.server.store.db import Database
-from callboard.server.store.ingest import lock_run
 from callboard.server.store.models import Run
+from callboard.server.store.run_writes import RunWrites
 
 SESSION_COOKIE = "callboard_session"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -54,6 +54,10 @@ async def get_hub(request: Request) -> LiveHub:
     return request.app.state.hub
 
 
+async def get_run_writes(request: Request) -> RunWrites:
+    return request.app.state.run_writes
+
+
 async def get_tokens(request: Request) -> TokenStore:
     return request.app.state.tokens
 
@@ -72,6 +76,7 @@ def get_write_session(database: Annotated[Database, Depends(get_database)]) -> I
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 HubDep = Annotated[LiveHub, Depends(get_hub)]
+RunWritesDep = Annotated[RunWrites, Depends(get_run_writes)]
 SessionDep = Annotated[Session, Depends(get_session)]
 WriteSessionDep = Annotated[Session, Depends(get_write_session)]
 
@@ -207,14 +212,13 @@ def check_run_visible(principal, run_id, project):
         raise run_not_found(run_id)
 
 
-def visible_run(session, run_id, principal, lock=False) -> Run:
+def visible_run(session, run_id, principal) -> Run:
     """Run `run_id` as `principal` may see it (`check_run_visible`), else 404.
 
     Example:
-        `run = visible_run(session, run_id, principal, lock=True)` before changing it
-        (`lock`: the row is locked for update).
+        `run = visible_run(session, run_id, principal)`
     """
-    run = lock_run(session, run_id) if lock else session.get(Run, run_id)
+    run = session.get(Run, run_id)
     check_run_visible(principal, run_id, run.project.name if run is not None else None)
     return run
 

@@ -11,8 +11,9 @@ from sqlalchemy import func, select, text
 from callboard.server.api.schemas import EventIn, RunCreate
 from callboard.server.store.db import Database
 from callboard.server.store.group_commit import GroupCommit, in_turns
-from callboard.server.store.ingest import RunNotFound, create_run, store_events
+from callboard.server.store.ingest import RunNotFound, store_events
 from callboard.server.store.models import Event, MetricPoint, MetricRollup, Run
+from callboard.server.store.run_writes import ChangedRuns, create_run
 
 
 @pytest.fixture
@@ -31,10 +32,9 @@ def writer(database):
 
 
 def new_runs(database, count):
-    with database.writer() as session:
-        runs = [create_run(session, RunCreate(name=f"r{i}", project="p"))[0] for i in range(count)]
-        session.commit()
-        return [run.id for run in runs]
+    with database.write_engine.begin() as connection:
+        specs = [RunCreate(name=f"r{i}", project="p") for i in range(count)]
+        return [create_run(connection, ChangedRuns(), spec)[0] for spec in specs]
 
 
 def epochs(first_seq, count, **metrics):

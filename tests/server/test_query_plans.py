@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from callboard.server.api.routes.stream import BATCH, _read_run_changes, _read_runs_changes
-from callboard.server.control import CONTROL_QUERY
+from callboard.server.control import control_query
 from callboard.server.lifecycle import mark_silent_runs
 from callboard.server.main import create_app
 from callboard.server.settings import Settings
 from callboard.server.store import migrate
+from callboard.server.store.run_writes import ChangedRuns
 from callboard.server.store.series import read_series
 
 from .fresh_postgres import fresh_postgres_database
@@ -227,7 +228,8 @@ def test_control_lookup_uses_the_primary_key(app):
     # The poll goes straight to the driver (no SQLAlchemy events): explain its statement.
     control = app.state.client.get("/api/v1/runs/1234/control").json()
     assert control["run_id"] == 1234
-    assert_uses([plan_nodes(app, CONTROL_QUERY.format("%s"), (1234,))], "runs_pkey")
+    statement = control_query(app.state.database.engine.dialect)
+    assert_uses([plan_nodes(app, statement.sql, (1234,))], "runs_pkey")
 
 
 def test_runs_stream_reads_recent_changes_by_ix_runs_updated(app):
@@ -239,7 +241,8 @@ def test_runs_stream_reads_recent_changes_by_ix_runs_updated(app):
 
 
 def test_sweeper_finds_silent_runs_by_ix_runs_status_updated(app):
-    with captured(app) as statements, app.state.database.writer() as session:
-        mark_silent_runs(session, lost_after_seconds=60)
-        session.rollback()
+    database = app.state.database
+    with captured(app) as statements, database.write_engine.connect() as connection:
+        mark_silent_runs(connection, ChangedRuns(), lost_after_seconds=60)
+        connection.rollback()
     assert_uses(the_plan(app, statements, "runs"), "ix_runs_status_updated")

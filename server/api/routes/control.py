@@ -1,5 +1,6 @@
 """Remote control of a run: request a stop, poll the control state, acknowledge."""
 
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
@@ -8,15 +9,14 @@ from starlette.concurrency import run_in_threadpool
 from callboard.server.api.answers import ControlState, problems
 from callboard.server.api.deps import (
     Controller,
-    HubDep,
     PrincipalDep,
     RowId,
+    RunWritesDep,
     SessionDep,
-    WriteSessionDep,
     check_project,
     check_run_visible,
     require,
-    visible_run,
+    run_not_found,
 )
 from callboard.server.api.fast_path import authorize, documented_path, json_answer, row_id
 from callboard.server.api.schemas import Name, StopRequest
@@ -29,7 +29,7 @@ from callboard.server.control import (
     read_control_row,
     request_stop,
 )
-from callboard.server.live.hub import RUNS_CHANNEL, run_channel
+from callboard.server.store.ingest import RunNotFound
 
 router = APIRouter(tags=["control"])
 
@@ -39,21 +39,23 @@ router = APIRouter(tags=["control"])
     response_model=ControlState,
     responses=problems(401, 403, 404, 409, 413, 503),
 )
-def stop(
+async def stop(
     run_id: RowId,
-    session: WriteSessionDep,
-    hub: HubDep,
+    writes: RunWritesDep,
     principal: Controller,
     request: Annotated[StopRequest | None, Body()] = None,
 ):
     """Ask the run to stop at its next batch; asking twice is harmless."""
-    run = visible_run(session, run_id, principal, lock=True)
+    reason = request.reason if request else None
+    work = functools.partial(
+        request_stop, run_id=run_id, reason=reason, visible=principal.sees_project
+    )
     try:
-        request_stop(session, run, request.reason if request else None)
+        run = await writes.write(work, order=run_id)
+    except RunNotFound:
+        raise run_not_found(run_id) from None
     except StopRefused as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
-    session.commit()
-    hub.publish(run_channel(run_id), RUNS_CHANNEL)
     return control_state(run)
 
 
@@ -81,12 +83,13 @@ async def read_control(request: Request):
     response_model=ControlState,
     responses=problems(401, 403, 404, 429, 503),
 )
-def acknowledge(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: PrincipalDep):
+async def acknowledge(run_id: RowId, writes: RunWritesDep, principal: PrincipalDep):
     """The client saw the stop request and is stopping."""
-    run = visible_run(session, run_id, principal, lock=True)
-    if acknowledge_stop(session, run):
-        session.commit()
-        hub.publish(run_channel(run_id), RUNS_CHANNEL)
+    work = functools.partial(acknowledge_stop, run_id=run_id, visible=principal.sees_project)
+    try:
+        run = await writes.write(work, order=run_id)
+    except RunNotFound:
+        raise run_not_found(run_id) from None
     return control_state(run)
 
 

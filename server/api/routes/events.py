@@ -16,7 +16,6 @@ from callboard.server.api.fast_path import (
     row_id,
 )
 from callboard.server.api.schemas import KIND_PATTERN, EventBatch
-from callboard.server.live.hub import RUNS_CHANNEL, run_channel
 from callboard.server.store.group_commit import in_turns
 from callboard.server.store.ingest import RunNotFound, store_events
 from callboard.server.store.models import Event
@@ -42,17 +41,18 @@ async def post_events(request: Request):
     state = request.app.state
     limit_values(events, state.settings.max_values_per_request)
 
-    def work(connection, part):
-        return store_events(connection, run_id, part, visible=principal.sees_project)
+    def work(connection, changed, part):
+        stored = store_events(connection, run_id, part, visible=principal.sees_project)
+        changed.add(run_id)
+        return stored
 
     # A large batch is stored in turns with other requests, in seq order (retries skip
     # what a failed turn left stored).
     turns = in_turns(sorted(events, key=attrgetter("seq")), size_of=values_in)
     try:
-        stored = await state.writer.run_in_turns(work, turns, order=run_id)
+        stored = await state.run_writes.write_in_turns(work, turns, order=run_id)
     except RunNotFound:
         raise run_not_found(run_id) from None
-    state.hub.publish(run_channel(run_id), RUNS_CHANNEL)
     return json_answer(
         {
             "accepted": sum(part.accepted for part in stored),

@@ -1,15 +1,14 @@
 """The endpoint the stock `keras.callbacks.RemoteMonitor` posts to, unchanged."""
 
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from starlette.concurrency import run_in_threadpool
 
 from callboard.server.api.answers import EpochPublished, Problem, problems
-from callboard.server.api.deps import DatabaseDep, HubDep, Ingester, check_project
+from callboard.server.api.deps import Ingester, RunWritesDep, check_project
 from callboard.server.api.schemas import Name, keep_valid_metrics
 from callboard.server.keras_compat import BadPost, parse_epoch_post, record_epoch
-from callboard.server.live.hub import RUNS_CHANNEL, run_channel
 from callboard.server.stock_runs import StockClient
 
 router = APIRouter(tags=["keras compatibility"])
@@ -25,8 +24,7 @@ router = APIRouter(tags=["keras compatibility"])
 )
 async def publish_epoch_end(
     request: Request,
-    database: DatabaseDep,
-    hub: HubDep,
+    writes: RunWritesDep,
     principal: Ingester,
     run: Annotated[Name | None, Query(description="run name")] = None,
     project: Annotated[Name, Query()] = "default",
@@ -44,24 +42,14 @@ async def publish_epoch_end(
     except BadPost as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
     metrics, dropped = keep_valid_metrics(metrics)  # a bad name costs its metric, not the epoch
-    client = StockClient.of(request)
-    run_id = await run_in_threadpool(
-        _store, database, epoch, metrics, run, project, client, dropped
+    work = functools.partial(
+        record_epoch,
+        epoch=epoch,
+        metrics=metrics,
+        run_name=run,
+        project=project,
+        client=StockClient.of(request),
+        dropped=dropped,
     )
-    hub.publish(run_channel(run_id), RUNS_CHANNEL)
+    run_id = await writes.write(work)
     return {"run_id": run_id, "epoch": epoch, "dropped": dropped}
-
-
-def _store(database, epoch, metrics, run_name, project, client, dropped):
-    with database.writer() as session:
-        run = record_epoch(
-            session,
-            epoch,
-            metrics,
-            run_name=run_name,
-            project=project,
-            client=client,
-            dropped=dropped,
-        )
-        session.commit()
-        return run.id

@@ -1,10 +1,11 @@
 """Runs: create, list, read, heartbeat, export."""
 
-import time
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import String, cast, func, select
+from sqlalchemy.orm import Session
 
 from callboard.server.api.answers import (
     SUMMARY_ONLY,
@@ -18,22 +19,22 @@ from callboard.server.api.answers import (
     run_summary,
 )
 from callboard.server.api.deps import (
-    HubDep,
     Ingester,
     Reader,
     RowId,
+    RunWritesDep,
     SessionDep,
     VisibleRun,
-    WriteSessionDep,
     check_project,
-    visible_run,
+    run_not_found,
 )
 from callboard.server.api.schemas import MAX_BIGINT, Name, NamePart, RunCreate, RunStatus, Text
-from callboard.server.live.hub import RUNS_CHANNEL, run_channel
+from callboard.server.lifecycle import record_heartbeat
 from callboard.server.store.db import json_dumps
 from callboard.server.store.export import epochs_csv
-from callboard.server.store.ingest import UidTaken, create_run
+from callboard.server.store.ingest import RunNotFound
 from callboard.server.store.models import Project, Run
+from callboard.server.store.run_writes import UidTaken, create_run
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -54,10 +55,9 @@ SORTS = {
         **problems(401, 403, 409, 413, 429, 503),
     },
 )
-def create(
+async def create(
     spec: RunCreate,
-    session: WriteSessionDep,
-    hub: HubDep,
+    writes: RunWritesDep,
     response: Response,
     principal: Ingester,
 ):
@@ -68,15 +68,19 @@ def create(
     """
     check_project(principal, spec.project)
     try:
-        run, created = create_run(session, spec)
+        detail, created = await writes.write(functools.partial(_create, spec=spec))
     except UidTaken as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
-    session.commit()
-    if created:
-        hub.publish(RUNS_CHANNEL)
-    else:
+    if not created:
         response.status_code = 200
-    return run_detail(run)
+    return detail
+
+
+def _create(connection, changed, spec):
+    """`create_run`, answered with the run's detail as its transaction holds it."""
+    run_id, created = create_run(connection, changed, spec)
+    with Session(connection) as session:  # reads only: the writer commits
+        return run_detail(session.get(Run, run_id)), created
 
 
 @router.get("", response_model=RunsPage, responses=problems(401, 403, 503))
@@ -132,17 +136,14 @@ def read_run(run: VisibleRun, _: Reader):
 @router.post(
     "/{run_id}/heartbeat", response_model=Heartbeat, responses=problems(401, 403, 404, 429, 503)
 )
-def heartbeat(run_id: RowId, session: WriteSessionDep, hub: HubDep, principal: Ingester):
+async def heartbeat(run_id: RowId, writes: RunWritesDep, principal: Ingester):
     """The client is alive; a `lost` run becomes `running` again."""
-    run = visible_run(session, run_id, principal, lock=True)
-    run.updated_at = time.time()
-    revived = run.status == "lost"
-    if revived:
-        run.status = "running"
-    session.commit()
-    if revived:
-        hub.publish(RUNS_CHANNEL, run_channel(run_id))
-    return {"status": run.status}
+    work = functools.partial(record_heartbeat, run_id=run_id, visible=principal.sees_project)
+    try:
+        status = await writes.write(work, order=run_id)
+    except RunNotFound:
+        raise run_not_found(run_id) from None
+    return {"status": status}
 
 
 @router.get(
