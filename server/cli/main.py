@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from callboard.client._api import DEFAULT_ROOT
@@ -171,14 +172,8 @@ def runs(
         page = api.list_runs(name=name, project=project, status=status, limit=limit)
     table = Table("id", "name", "project", "status", "epochs", "last values")
     for run in page.runs:
-        table.add_row(
-            str(run.id),
-            run.name,
-            run.project,
-            run.status,
-            str(run.epochs_done),
-            _formatted(run.last),
-        )
+        cells = (run.id, run.name, run.project, run.status, run.epochs_done, _formatted(run.last))
+        table.add_row(*(escape(str(cell)) for cell in cells))  # a name may hold "[red]"
     console.print(table)
     if page.total > len(page.runs):
         console.print(f"{len(page.runs)} of {page.total} runs (--limit N shows more).")
@@ -200,7 +195,7 @@ def stop(
     with server_api(root, token) as api:
         target = _found_run(api, run, project, live_first=True)
         api.stop_run(target.id, reason)
-    console.print(f"Stop requested for run {target.id} ({target.name}).")
+    console.print(f"Stop requested for run {target.id} ({target.name}).", markup=False)
 
 
 @app.command()

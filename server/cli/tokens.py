@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from callboard.client._api import DEFAULT_ROOT
@@ -93,14 +94,16 @@ def token_list(root: RootOption = DEFAULT_ROOT, token: TokenOption = None):
         listed = api.list_tokens()
     table = Table("id", "name", "role", "project", "starts with", "revoked")
     for found in listed:
-        table.add_row(
-            str(found.id),
+        revoked = "yes" if found.revoked_at else ""
+        cells = (
+            found.id,
             found.name,
             found.role,
             found.project or "all",
             found.prefix + "…",
-            "yes" if found.revoked_at else "",
+            revoked,
         )
+        table.add_row(*(escape(str(cell)) for cell in cells))  # a project may hold "[red]"
     console.print(table)
 
 
@@ -142,6 +145,7 @@ def token_revoke(
         found = _find_token(api.list_tokens(), token_id)
         if found.revoked_at is None:
             found = api.revoke_token(found.id)
-            console.print(f"Revoked token {found.id} ({found.name!r}, {found.role}).")
+            console.print(f"Revoked token {found.id} ({found.name!r}, {found.role}).", markup=False)
         else:
-            console.print(f"Token {found.id} ({found.name!r}, {found.role}) was revoked already.")
+            said = f"Token {found.id} ({found.name!r}, {found.role}) was revoked already."
+            console.print(said, markup=False)

@@ -88,6 +88,16 @@ def test_runs_lists_runs_filtered_by_project_status_and_name(board):
     assert "status" in one_line_on_stderr(bad)
 
 
+def test_names_that_look_like_markup_print_as_they_are(board):
+    with board.client() as client:
+        create_run(client, "[bold]odd[/bold]", project="[red]odd")
+    listed = board.call("runs", "--project", "[red]odd", role="read")
+    assert listed_names(listed) == {"[bold]odd[/bold]"} and "[red]odd" in listed.stdout
+    stopped = board.call("stop", "[bold]odd[/bold]", role="control")
+    assert stopped.exit_code == 0, stopped.output
+    assert "([bold]odd[/bold])." in stopped.stdout
+
+
 def test_root_and_token_come_from_the_environment(board):
     with board.client() as client:
         create_run(client, "from-env", project="env")
