@@ -5,7 +5,8 @@ acknowledgement, heartbeats, the silent-run sweep, server events) hands
 `RunWrites.write` a function of a Core `Connection` and a `ChangedRuns`. The
 writer runs it in a shared transaction, ordered by run id; once that commits,
 the channels of the runs it marked changed are published on the live hub
-(across replicas on PostgreSQL), and the runs-list channel with them.
+(across replicas on PostgreSQL), and the runs-list channel with them. A new
+kind of change (a remote command, a rule firing) is one more such function.
 
 The statements every such change is built from live here too: projects and
 runs created, a run locked for update, server events. They are built from the
