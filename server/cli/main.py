@@ -21,7 +21,7 @@ from callboard.server.cli.db import (
     open_database,
     settings_for,
 )
-from callboard.server.cli.remote import RootOption, TokenOption, fail, server_api
+from callboard.server.cli.remote import NameInProject, RootOption, TokenOption, fail, server_api
 from callboard.server.cli.tokens import token_app
 
 app = typer.Typer(
@@ -185,9 +185,7 @@ def stop(
         str, typer.Argument(help="Run id or name (the newest live run of that name, if any).")
     ],
     reason: Annotated[str | None, typer.Option(help="Why, shown on the run.")] = None,
-    project: Annotated[
-        str | None, typer.Option(help="Look for the name in this project only.")
-    ] = None,
+    project: NameInProject = None,
     root: RootOption = DEFAULT_ROOT,
     token: TokenOption = None,
 ):
@@ -203,9 +201,7 @@ def export(
     run: Annotated[str, typer.Argument(help="Run id or name (the newest run of that name).")],
     csv: Annotated[bool, typer.Option("--csv", help="CSV, as Keras's CSVLogger writes.")] = True,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write.")] = None,
-    project: Annotated[
-        str | None, typer.Option(help="Look for the name in this project only.")
-    ] = None,
+    project: NameInProject = None,
     root: RootOption = DEFAULT_ROOT,
     token: TokenOption = None,
 ):

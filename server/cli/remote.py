@@ -31,6 +31,10 @@ TokenOption = Annotated[
     ),
 ]
 
+NameInProject = Annotated[
+    str | None, typer.Option("--project", help="Look for a run's name in this project only.")
+]
+
 
 def fail(message):
     """End the command: `message` as one line on stderr, exit code 1."""
