@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from callboard.server.api.schemas import MAX_BIGINT, MAX_ROW_ID
 from callboard.server.auth import OPEN, Principal, TokenStore
+from callboard.server.http.rate_limit import retry_after
 from callboard.server.live.hub import LiveHub
 from callboard.server.settings import Settings
 from callboard.server.store.db import Database
@@ -167,7 +168,7 @@ def admit(request, principal, scopes):
             raise HTTPException(
                 status_code=429,
                 detail="too many requests for this token",
-                headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+                headers={"Retry-After": retry_after(wait)},
             )
     return principal
 

@@ -11,6 +11,16 @@ import time
 MAX_KEYS = 10_000  # buckets kept; beyond, every bucket starts full again
 
 
+def retry_after(wait):
+    """A `Retry-After` header value for a wait of `wait` seconds: whole seconds, at least 1.
+
+    Example:
+        >>> retry_after(0.2), retry_after(2.4)
+        ('1', '3')
+    """
+    return str(max(1, round(wait + 0.5)))
+
+
 class RateLimiter:
     """Allows `rate` requests per second per key, in bursts of up to `burst`.
 

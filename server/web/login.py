@@ -33,7 +33,7 @@ from callboard.server.api.deps import (
     get_tokens,
 )
 from callboard.server.auth import Principal, TokenStore, digest, open_session
-from callboard.server.http.rate_limit import RateLimiter
+from callboard.server.http.rate_limit import RateLimiter, retry_after
 from callboard.server.store.models import DashboardSession
 from callboard.server.web.templating import templates
 
@@ -182,7 +182,7 @@ async def login(request: Request, tokens: TokensDep, database: DatabaseDep, sett
     wait = throttle.wait(address)
     if wait:
         response = login_form(request, next_path, "Too many failed sign-ins: wait a minute.", 429)
-        response.headers["Retry-After"] = str(max(1, round(wait + 0.5)))
+        response.headers["Retry-After"] = retry_after(wait)
         return response
     secret = fields.get("token", "").strip()
     principal = None

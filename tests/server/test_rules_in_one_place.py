@@ -13,6 +13,7 @@ from sqlalchemy import event
 
 from callboard.server.api.deps import SAFE_METHODS, SESSION_COOKIE
 from callboard.server.api.schemas import MAX_ROW_ID
+from callboard.server.http.rate_limit import RateLimiter, retry_after
 from callboard.server.main import create_app
 from callboard.server.settings import Settings
 from callboard.server.web.login import LOGIN_BURST
@@ -234,3 +235,16 @@ def test_every_id_in_a_path_has_the_same_bounds(client):
                     schema = parameter["schema"]
                     bounds.add((schema["type"], schema["minimum"], schema["maximum"]))
     assert bounds == {("integer", 1, MAX_ROW_ID)}
+
+
+def test_the_rate_limiter_counts_failures_after_the_fact():
+    """`wait` only looks; `spend` takes one even from an empty budget; keys are apart."""
+    limiter = RateLimiter(rate=1 / 3600, burst=2)
+    assert limiter.wait("a") == limiter.wait("a") == 0.0
+    limiter.spend("a")
+    limiter.spend("a")
+    assert 3500 < limiter.wait("a") <= 3600
+    limiter.spend("a")  # a budget never goes below empty: one refill still lets it try
+    assert 3500 < limiter.wait("a") <= 3600
+    assert limiter.acquire("a") > 0 and limiter.acquire("b") == 0.0
+    assert retry_after(0.01) == "1" and retry_after(2.4) == "3"
