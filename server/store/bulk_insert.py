@@ -5,72 +5,92 @@ statement, which saves the per-row statement steps of `executemany`.
 PostgreSQL: one `INSERT ... SELECT FROM unnest(<arrays>)` with one array per
 column sent in binary: a short statement whatever the row count (psycopg parses
 a long statement's placeholders slowly), and one round trip.
+Both are built with Core from the model's `Table` and compiled once.
 """
 
-import functools
 import itertools
-from typing import NamedTuple
+
+from sqlalchemy import JSON, Text, bindparam, cast, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from callboard.server.store.statements import driver_statement
 
 MAX_PARAMETERS = 30_000  # SQLite allows 32,766 per statement
 MAX_ROWS = 500
 
 
-class Table(NamedTuple):
-    """A table's name, the columns written, and their PostgreSQL types (for `unnest`)."""
-
-    name: str
-    columns: tuple[str, ...]
-    types: tuple[str, ...]
+def _as_is(insert, _dialect_name):
+    return insert
 
 
-def insert_rows(cursor, dialect_name, table, rows, tail=""):
-    """INSERT `rows` (tuples in `table.columns` order) into `table`, then `tail` (ON CONFLICT...).
+class BulkInsert:
+    """INSERTs of many rows into `table`, each row a tuple of `columns`: the table's
+    columns in its order, but for the id the database numbers itself.
+
+    `on_conflict(insert, dialect_name)` returns the dialect's `insert(table)` with
+    its ON CONFLICT clause, if any.
 
     Example:
-        `insert_rows(cursor, "sqlite", Table("t", ("a", "b"), ("integer", "text")), [(1, "x")])`
+        ```python
+        points = BulkInsert(MetricPoint.__table__)
+        points.insert(cursor, connection.dialect, [(run_id, "loss", 3, 0, 0.25, now)])
+        ```
     """
-    if not rows:
-        return
-    if dialect_name == "postgresql":
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        cursor.execute(_unnest_statement(table, tail), columns)
-        return
-    width = len(table.columns)
-    per_statement = max(1, min(MAX_ROWS, MAX_PARAMETERS // width))
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        cursor.execute(
-            _values_statement(table, len(chunk), tail),
-            list(itertools.chain.from_iterable(chunk)),
-        )
 
+    def __init__(self, table, on_conflict=_as_is):
+        self.table = table
+        self.columns = tuple(c for c in table.columns if c is not table.autoincrement_column)
+        self.on_conflict = on_conflict
+        self.rows_per_statement = max(1, min(MAX_ROWS, MAX_PARAMETERS // len(self.columns)))
+        self._sqlite = {}  # rows per statement -> SQL: at most `rows_per_statement` of them
+        self._postgresql = None
 
-@functools.lru_cache(maxsize=256)
-def _values_statement(table, count, tail):
-    row = f"({', '.join(['?'] * len(table.columns))})"
-    return _join(
-        f"INSERT INTO {table.name} ({', '.join(table.columns)})",
-        "VALUES",
-        ", ".join([row] * count),
-        tail,
-    )
+    def insert(self, cursor, dialect, rows):
+        """INSERT `rows` (tuples in `columns` order) on `cursor`, a driver cursor of `dialect`."""
+        if not rows:
+            return
+        if dialect.name == "postgresql":
+            arrays = [list(column) for column in zip(*rows, strict=True)]
+            cursor.execute(self._postgresql or self._unnest_sql(), arrays)
+            return
+        per_statement = self.rows_per_statement
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            sql = self._sqlite.get(len(chunk)) or self._values_sql(len(chunk))
+            cursor.execute(sql, list(itertools.chain.from_iterable(chunk)))
 
+    def _compile(self, dialect_name, insert):
+        statement = driver_statement(self.on_conflict(insert, dialect_name), dialect_name)
+        if statement.names != tuple(column.key for column in self.columns):
+            raise AssertionError(f"{statement.sql!r} takes {statement.names}, not rows' columns")
+        return statement.sql
 
-@functools.lru_cache(maxsize=64)
-def _unnest_statement(table, tail):
-    # JSON travels as text (json[] has no binary dumper for str) and is cast per row.
-    arrays = ", ".join(f"%b::{'text' if kind == 'json' else kind}[]" for kind in table.types)
-    picked = ", ".join(
-        f"{column}::json" if kind == "json" else column
-        for column, kind in zip(table.columns, table.types, strict=True)
-    )
-    columns = ", ".join(table.columns)
-    return _join(
-        f"INSERT INTO {table.name} ({columns}) SELECT {picked}",
-        f"FROM unnest({arrays}) AS v ({columns})",
-        tail,
-    )
+    def _values_sql(self, count):
+        """SQLite: the INSERT of `count` rows: the one-row INSERT, its VALUES row repeated."""
+        values = {column.key: bindparam(column.key, type_=column.type) for column in self.columns}
+        one_row = self._compile("sqlite", sqlite.insert(self.table).values(values))
+        row = f"({', '.join(['?'] * len(self.columns))})"
+        head, found, tail = one_row.partition(row)
+        if not found:
+            raise AssertionError(f"no {row} in {one_row!r}")
+        self._sqlite[count] = sql = head + ", ".join([row] * count) + tail
+        return sql
 
+    def _unnest_sql(self):
+        """PostgreSQL: the INSERT of one row per element of the columns' arrays."""
 
-def _join(*parts):
-    return " ".join(part for part in parts if part)
+        def sent(column):  # json[] has no binary dumper for str: JSON is sent as text
+            return Text() if isinstance(column.type, JSON) else column.type
+
+        def stored(value, column):
+            return cast(value, column.type) if isinstance(column.type, JSON) else value
+
+        keys = [column.key for column in self.columns]
+        arrays = [bindparam(c.key, type_=postgresql.ARRAY(sent(c))) for c in self.columns]
+        rows = func.unnest(*arrays).table_valued(*keys).render_derived(name="v")
+        picked = select(*(stored(rows.c[c.key], c) for c in self.columns))
+        sql = self._compile("postgresql", postgresql.insert(self.table).from_select(keys, picked))
+        if "%%" in sql:
+            raise AssertionError(f"a literal % in {sql!r}")
+        self._postgresql = sql = sql.replace("%s", "%b")  # all arrays: `%b` sends them in binary
+        return sql

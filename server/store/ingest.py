@@ -5,14 +5,15 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import JSON, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from callboard.server.store.bulk_insert import Table, insert_rows
+from callboard.server.store.bulk_insert import BulkInsert
 from callboard.server.store.db import json_dumps, json_loads
-from callboard.server.store.models import ENDED_STATUSES, Event, Project, Run
-from callboard.server.store.rollups import ROLLUPS, rollup_rows, rollup_upsert
+from callboard.server.store.models import ENDED_STATUSES, Event, MetricPoint, Project, Run
+from callboard.server.store.rollups import ROLLUPS, rollup_rows
+from callboard.server.store.statements import compiled_once
 from callboard.server.store.storable import encode_number, json_safe
 
 END_STATUSES = set(ENDED_STATUSES)
@@ -116,21 +117,22 @@ class Stored:
 
 
 # The run's columns that ingest reads and may change, in the order `_load_run` selects them.
-RUN_STATE = (
-    "status",
-    "last_seq",
-    "last_step",
-    "epochs_done",
-    "last_epoch",
-    "summary",
-    "params",
-    "stop_requested_at",
-    "ended_at",
-    "stopped_at",
-    "error",
-    "updated_at",
+RUN_COLUMNS = (
+    Run.status,
+    Run.last_seq,
+    Run.last_step,
+    Run.epochs_done,
+    Run.last_epoch,
+    Run.summary,
+    Run.params,
+    Run.stop_requested_at,
+    Run.ended_at,
+    Run.stopped_at,
+    Run.error,
+    Run.updated_at,
 )
-JSON_STATE = ("summary", "params")
+RUN_STATE = tuple(column.key for column in RUN_COLUMNS)
+JSON_STATE = frozenset(column.key for column in RUN_COLUMNS if isinstance(column.type, JSON))
 
 
 def store_events(connection, run_id, events, visible=None):
@@ -180,15 +182,34 @@ def param_marker(dialect):
     return "?" if dialect.paramstyle == "qmark" else "%s"
 
 
+@compiled_once
+def _run_state_query():
+    return (
+        select(*RUN_COLUMNS, Project.name)
+        .join_from(Run, Project, Project.id == Run.project_id)
+        .where(Run.id == bindparam("run_id"))
+        .with_for_update(of=Run)  # PostgreSQL; SQLite has no row locks
+    )
+
+
+@compiled_once
+def _run_update(names):
+    values = {name: bindparam(name) for name in names}
+    return update(Run).where(Run.id == bindparam("run_id")).values(values)
+
+
+SEQS_PER_QUERY = 500
+
+
+@compiled_once
+def _stored_seqs_query():
+    seqs = [bindparam(f"seq_{index}") for index in range(SEQS_PER_QUERY)]
+    return select(Event.seq).where(Event.run_id == bindparam("run_id"), Event.seq.in_(seqs))
+
+
 def _load_run(cursor, dialect, run_id):
     """The run's `RUN_STATE` as a dict and its project's name, or `(None, None)`."""
-    columns = ", ".join(f"runs.{name}" for name in RUN_STATE)
-    lock = " FOR UPDATE OF runs" if dialect.name == "postgresql" else ""
-    cursor.execute(
-        f"SELECT {columns}, projects.name FROM runs JOIN projects ON projects.id = runs.project_id "
-        f"WHERE runs.id = {param_marker(dialect)}{lock}",
-        (run_id,),
-    )
+    cursor.execute(_run_state_query(dialect).sql, (run_id,))
     row = cursor.fetchone()
     if row is None:
         return None, None
@@ -201,16 +222,12 @@ def _load_run(cursor, dialect, run_id):
 
 def _update_run(cursor, dialect, run_id, before, after):
     """UPDATE the run's columns that changed from `before` to `after`."""
-    changed = [name for name in RUN_STATE if after[name] != before[name]]
+    changed = tuple(name for name in RUN_STATE if after[name] != before[name])
     if not changed:
         return
-    marker = param_marker(dialect)
-    values = [json_dumps(after[n]) if n in JSON_STATE else after[n] for n in changed]
-    cursor.execute(
-        f"UPDATE runs SET {', '.join(f'{name} = {marker}' for name in changed)} "
-        f"WHERE id = {marker}",
-        (*values, run_id),
-    )
+    values = {n: json_dumps(after[n]) if n in JSON_STATE else after[n] for n in changed}
+    statement = _run_update(dialect, changed)
+    cursor.execute(statement.sql, statement.parameters({**values, "run_id": run_id}))
 
 
 def _fresh_events(cursor, dialect, run_id, last_seq, events):
@@ -225,15 +242,13 @@ def _fresh_events(cursor, dialect, run_id, last_seq, events):
         seen = set()
     else:
         seqs = sorted({event.seq for event in events if event.seq <= last_seq})
-        marker = param_marker(dialect)
+        statement = _stored_seqs_query(dialect)
         seen = set()
-        for start in range(0, len(seqs), 500):
-            chunk = seqs[start : start + 500]
-            cursor.execute(
-                f"SELECT seq FROM events WHERE run_id = {marker} "
-                f"AND seq IN ({', '.join([marker] * len(chunk))})",
-                (run_id, *chunk),
-            )
+        for start in range(0, len(seqs), SEQS_PER_QUERY):
+            chunk = seqs[start : start + SEQS_PER_QUERY]
+            chunk += chunk[-1:] * (SEQS_PER_QUERY - len(chunk))  # one statement for any count
+            values = {f"seq_{index}": seq for index, seq in enumerate(chunk)}
+            cursor.execute(statement.sql, statement.parameters({**values, "run_id": run_id}))
             seen.update(seq for (seq,) in cursor.fetchall())
     fresh = []
     ordered = events if _ascending(events) else sorted(events, key=lambda e: e.seq)
@@ -249,7 +264,10 @@ def _ascending(events):
 
 
 def _insert_events(cursor, dialect, run_id, events, now):
-    """The events' rows, their metric points and the points' rollups."""
+    """The events' rows, their metric points and the points' rollups.
+
+    Each row is a tuple in the order of its table's `BulkInsert.columns`.
+    """
     rows = []
     points = []
     add_point = points.append
@@ -274,23 +292,18 @@ def _insert_events(cursor, dialect, run_id, events, now):
             epoch = event.epoch
             for key, value in metrics.items():
                 add_point((run_id, key, step, epoch, None if value != value else value, when))
-    name = dialect.name
-    insert_rows(cursor, name, EVENTS, rows, "ON CONFLICT (run_id, seq) DO NOTHING")
+    EVENTS.insert(cursor, dialect, rows)
     if points:
-        insert_rows(cursor, name, POINTS, points)
-        insert_rows(cursor, name, ROLLUPS, rollup_rows(run_id, points), rollup_upsert(name))
+        POINTS.insert(cursor, dialect, points)
+        ROLLUPS.insert(cursor, dialect, rollup_rows(run_id, points))
 
 
-EVENTS = Table(
-    "events",
-    ("run_id", "seq", "kind", "epoch", "step", "time", "received_at", "metrics", "data"),
-    ("integer", "bigint", "text", "integer", "bigint", "float8", "float8", "json", "json"),
-)
-POINTS = Table(
-    "metric_points",
-    ("run_id", "key", "step", "epoch", "value", "time"),
-    ("integer", "text", "bigint", "integer", "float8", "float8"),
-)
+def _once_per_seq(insert, _dialect_name):
+    return insert.on_conflict_do_nothing(index_elements=[Event.run_id, Event.seq])
+
+
+EVENTS = BulkInsert(Event.__table__, on_conflict=_once_per_seq)
+POINTS = BulkInsert(MetricPoint.__table__)
 
 
 def _finite_names(metrics):

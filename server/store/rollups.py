@@ -4,42 +4,39 @@ Kept up to date at ingest, so a chart of a million-point series reads a few
 thousand rollups instead of every point (see `series.read_series`).
 """
 
-import functools
+from sqlalchemy import func
 
-from callboard.server.store.bulk_insert import Table
-from callboard.server.store.models import ROLLUP_WIDTHS
+from callboard.server.store.bulk_insert import BulkInsert
+from callboard.server.store.models import ROLLUP_WIDTHS, MetricRollup
 
-ROLLUP_COLUMNS = (
-    "run_id",
-    "key",
-    "width",
-    "bucket",
-    "first_step",
-    "last_step",
-    "min_value",
-    "max_value",
-    "max_epoch",
-    "max_time",
-    "points",
-)
-ROLLUPS = Table(
-    "metric_rollups",
-    ROLLUP_COLUMNS,
-    # run_id, key, width, bucket, first/last step, min/max value, epoch, time, points
-    (
-        "integer",
-        "text",
-        "integer",
-        "bigint",
-        "bigint",
-        "bigint",
-        "float8",
-        "float8",
-        "integer",
-        "float8",
-        "bigint",
-    ),
-)
+
+def _merged_into_stored(insert, dialect_name):
+    """ON CONFLICT DO UPDATE: a new rollup row folds into the stored one of its bucket."""
+    old, new = insert.table.c, insert.excluded
+    if dialect_name == "postgresql":
+        least, greatest = func.least, func.greatest  # both skip NULLs
+        latest_epoch = func.greatest(old.max_epoch, new.max_epoch)
+    else:
+        least, greatest = func.min, func.max  # SQLite's scalar MIN/MAX return NULL on any NULL
+        latest_epoch = func.coalesce(
+            func.max(old.max_epoch, new.max_epoch), old.max_epoch, new.max_epoch
+        )
+    return insert.on_conflict_do_update(
+        index_elements=list(insert.table.primary_key.columns),
+        set_={
+            old.first_step: least(old.first_step, new.first_step),
+            old.last_step: greatest(old.last_step, new.last_step),
+            old.min_value: least(old.min_value, new.min_value),
+            old.max_value: greatest(old.max_value, new.max_value),
+            old.max_epoch: latest_epoch,
+            old.max_time: greatest(old.max_time, new.max_time),
+            old.points: old.points + new.points,
+        },
+    )
+
+
+ROLLUPS = BulkInsert(MetricRollup.__table__, on_conflict=_merged_into_stored)
+ROLLUP_COLUMNS = tuple(column.key for column in ROLLUPS.columns)
 
 
 def rollup_rows(run_id, points):
@@ -109,35 +106,3 @@ def _merge(into, other):
     if when > into[5]:
         into[5] = when
     into[6] += points
-
-
-@functools.cache
-def rollup_upsert(dialect_name):
-    """The ON CONFLICT DO UPDATE clause folding new rollup rows into stored ones."""
-    table = "metric_rollups"
-    if dialect_name == "postgresql":
-        least, greatest = "LEAST", "GREATEST"  # both skip NULLs
-
-        def latest_epoch(old, new):
-            return f"GREATEST({old}, {new})"
-    else:
-        least, greatest = "MIN", "MAX"  # SQLite's scalar MIN/MAX return NULL on any NULL
-
-        def latest_epoch(old, new):
-            return f"COALESCE(MAX({old}, {new}), {old}, {new})"
-
-    def old(column):
-        return f"{table}.{column}"
-
-    updates = {
-        "first_step": f"{least}({old('first_step')}, excluded.first_step)",
-        "last_step": f"{greatest}({old('last_step')}, excluded.last_step)",
-        "min_value": f"{least}({old('min_value')}, excluded.min_value)",
-        "max_value": f"{greatest}({old('max_value')}, excluded.max_value)",
-        "max_epoch": latest_epoch(old("max_epoch"), "excluded.max_epoch"),
-        "max_time": f"{greatest}({old('max_time')}, excluded.max_time)",
-        "points": f"{old('points')} + excluded.points",
-    }
-    return "ON CONFLICT (run_id, key, width, bucket) DO UPDATE SET " + ", ".join(
-        f"{column} = {value}" for column, value in updates.items()
-    )

@@ -1,8 +1,11 @@
 import pytest
-from sqlalchemy import inspect
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Index, MetaData, Text, inspect
 
 from callboard.server.store import migrate
 from callboard.server.store.db import Database
+from callboard.server.store.models import Base
 
 TABLES = {"projects", "runs", "events", "metric_points", "alembic_version"}
 
@@ -22,6 +25,37 @@ def table_names(url):
         return set(inspect(database.engine).get_table_names())
     finally:
         database.dispose()
+
+
+def schema_differences(url, metadata=Base.metadata):
+    """What Alembic's autogenerate would change in the database at `url` to match `metadata`."""
+    database = Database(url)
+    try:
+        with database.engine.connect() as connection:
+            options = {"compare_type": True, "compare_server_default": True}
+            context = MigrationContext.configure(connection, opts=options)
+            return compare_metadata(context, metadata)
+    finally:
+        database.dispose()
+
+
+def test_the_migrations_build_the_models_tables(empty_database_url):
+    migrate.upgrade(empty_database_url)
+    assert schema_differences(empty_database_url) == []
+
+
+def test_a_model_the_migrations_lack_is_a_difference(empty_database_url):
+    migrate.upgrade(empty_database_url)
+    metadata = MetaData()
+    for table in Base.metadata.tables.values():
+        table.to_metadata(metadata)
+    runs = metadata.tables["runs"]
+    runs.append_column(Column("note", Text))
+    Index("ix_runs_host", runs.c.host)
+    changes = sorted(schema_differences(empty_database_url, metadata), key=lambda c: c[0])
+    assert [change[0] for change in changes] == ["add_column", "add_index"]
+    assert (changes[0][2], changes[0][3].name) == ("runs", "note")
+    assert changes[1][1].name == "ix_runs_host"
 
 
 def test_upgrade_downgrade_upgrade_on_a_fresh_database(empty_database_url):
