@@ -1,11 +1,82 @@
-"""An in-memory stand-in for the Callboard API, served through `httpx.MockTransport`."""
+"""An in-memory stand-in for the Callboard API, served through `httpx.MockTransport`.
+
+Its answers are built through the server's answer models (`server/api/answers.py`),
+so a change of the API's shapes breaks these fakes as it would break the client.
+"""
 
 import contextlib
 import http.server
 import json
 import threading
+import time
 
 import httpx
+
+from callboard.server.api.answers import (
+    ControlState,
+    Heartbeat,
+    IngestResult,
+    Problem,
+    RunDetail,
+)
+
+
+def run_answer(run_id, spec, status="running"):
+    """`POST /api/v1/runs`'s answer for a run made from `spec` (a `RunCreate` body)."""
+    now = time.time()
+    return RunDetail(
+        id=run_id,
+        uid=spec.get("uid") or f"fake-{run_id:08d}",
+        name=spec.get("name") or f"run-{run_id}",
+        project=spec.get("project") or "default",
+        status=status,
+        ended=False,
+        source="client",
+        tags=spec.get("tags") or [],
+        host=spec.get("host"),
+        epochs_done=0,
+        epochs=None,
+        last={},
+        main_metric=None,
+        created_at=now,
+        updated_at=now,
+        ended_at=None,
+        stop="none",
+        config=spec.get("config") or {},
+        versions=spec.get("versions") or {},
+        params={},
+        metrics=[],
+        last_epoch=None,
+        last_step=None,
+        error=None,
+        control=control_answer(run_id, False),
+    ).model_dump(mode="json")
+
+
+def control_answer(run_id, stop_requested, state=None):
+    """A run's control state (`GET .../control`, `POST .../control/ack`)."""
+    now = time.time()
+    state = state or ("requested" if stop_requested else "none")
+    return ControlState(
+        run_id=run_id,
+        status="running",
+        stop_requested=stop_requested or state != "none",
+        state=state,
+        reason=None,
+        requested_at=now if state != "none" else None,
+        acknowledged_at=now if state in ("acknowledged", "stopped") else None,
+        stopped_at=now if state == "stopped" else None,
+    ).model_dump(mode="json")
+
+
+def ingest_answer(accepted, duplicates=0):
+    """`POST .../events`'s answer."""
+    return IngestResult(accepted=accepted, duplicates=duplicates, status="running").model_dump()
+
+
+def problem(status, detail, headers=None):
+    """An error answer, as the server sends them."""
+    return httpx.Response(status, headers=headers, json=Problem(detail=detail).model_dump())
 
 
 class FakeServer:
@@ -55,39 +126,41 @@ class FakeServer:
             raise httpx.ConnectError("connection refused", request=request)
         if self.failures:
             status, headers = self.failures.pop(0)
-            return httpx.Response(status, headers=headers, json={"detail": "failing on purpose"})
+            return problem(status, "failing on purpose", headers)
         path = request.url.path
         body = json.loads(request.content) if request.content else None
         if path == "/api/v1/runs" and request.method == "POST":
             for run_id, spec in self.runs.items():
                 if spec["uid"] == body["uid"]:
-                    return httpx.Response(200, json={"id": run_id, **spec})
+                    return httpx.Response(200, json=run_answer(run_id, spec))
             run_id = len(self.runs) + 1
             self.runs[run_id] = body
             self.events[run_id] = {}
-            return httpx.Response(201, json={"id": run_id, **body})
+            return httpx.Response(201, json=run_answer(run_id, body))
         parts = path.split("/")
         run_id = int(parts[4])
         if parts[-1] == "events":
             values = sum(len(event.get("metrics") or {}) for event in body["events"])
             if self.max_values is not None and values > self.max_values:
-                return httpx.Response(413, json={"detail": "too many metric values"})
+                return problem(413, "too many metric values")
             if any(event["kind"] == self.hold_kind for event in body["events"]):
                 self.release.wait(10)
             if any(event["kind"] in self.reject_kinds for event in body["events"]):
-                return httpx.Response(422, json={"detail": "rejected kind"})
+                return problem(422, "rejected kind")
             fresh = [e for e in body["events"] if e["seq"] not in self.events[run_id]]
             for event in fresh:
                 self.events[run_id][event["seq"]] = event
-            return httpx.Response(200, json={"accepted": len(fresh)})
+            duplicates = len(body["events"]) - len(fresh)
+            return httpx.Response(200, json=ingest_answer(len(fresh), duplicates))
         if parts[-1] == "control":
-            return httpx.Response(200, json={"stop_requested": self.stop_requested})
+            state = "acknowledged" if self.acknowledged else None
+            return httpx.Response(200, json=control_answer(run_id, self.stop_requested, state))
         if parts[-1] == "ack":
             self.acknowledged = True
-            return httpx.Response(200, json={"state": "acknowledged"})
+            return httpx.Response(200, json=control_answer(run_id, True, "acknowledged"))
         if parts[-1] == "heartbeat":
-            return httpx.Response(200, json={"status": "running"})
-        return httpx.Response(404, json={"detail": "not found"})
+            return httpx.Response(200, json=Heartbeat(status="running").model_dump())
+        return problem(404, "not found")
 
 
 @contextlib.contextmanager

@@ -20,8 +20,9 @@ from keras.src.utils.python_utils import is_default
 import callboard.client as cb
 from callboard.client import _exit_guard
 from callboard.client._actions import as_number
+from callboard.server.api.answers import Heartbeat
 
-from .fake_server import FakeServer
+from .fake_server import FakeServer, control_answer, ingest_answer, problem, run_answer
 
 EPOCHS = 4
 BATCH_SIZE = 8  # 64 samples: 8 batches an epoch
@@ -51,15 +52,17 @@ class RecordingServer:
             uids = [s["uid"] for s in self.specs]
             self.specs.append(spec)
             run_id = uids.index(spec["uid"]) + 1 if spec["uid"] in uids else len(uids) + 1
-            return httpx.Response(200, json={"id": run_id, **spec})
+            return httpx.Response(200, json=run_answer(run_id, spec))
         run_id = int(path.split("/")[4])
         if path.endswith("/events"):
             events = json.loads(request.content)["events"]
             self.posted.extend((run_id, event) for event in events)
-            return httpx.Response(200, json={"accepted": len(events)})
+            return httpx.Response(200, json=ingest_answer(len(events)))
         if path.endswith("/control"):
-            return httpx.Response(200, json={"stop_requested": False})
-        return httpx.Response(200, json={})
+            return httpx.Response(200, json=control_answer(run_id, False))
+        if path.endswith("/heartbeat"):
+            return httpx.Response(200, json=Heartbeat(status="running").model_dump())
+        return problem(404, f"no fake answer for {request.method} {path}")
 
     def client(self):
         return httpx.Client(transport=httpx.MockTransport(self.handle))

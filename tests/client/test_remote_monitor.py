@@ -10,8 +10,9 @@ from keras.src.callbacks.callback_list import CallbackList
 from keras.src.utils.python_utils import is_default
 
 from callboard.client import RemoteMonitor, RemoteStop
+from callboard.server.api.answers import Problem
 
-from .fake_server import FakeServer
+from .fake_server import FakeServer, control_answer
 
 BATCH_HOOKS = [
     f"on_{kind}batch_{when}"
@@ -178,7 +179,8 @@ def control_answers(*answers):
     def handle(request):
         requests.append(request)
         if request.url.path.endswith("/ack"):
-            return httpx.Response(200, json={"state": "acknowledged"})
+            run_id = int(request.url.path.split("/")[4])
+            return httpx.Response(200, json=control_answer(run_id, True, "acknowledged"))
         status, body = answers[min(len(requests) - 1, len(answers) - 1)]
         return httpx.Response(status, json=body)
 
@@ -196,11 +198,12 @@ def named_stopper(client, model):
 
 
 def control(run_id, stop_requested):
-    return 200, {"run_id": run_id, "stop_requested": stop_requested, "state": "none"}
+    return 200, control_answer(run_id, stop_requested)
 
 
 def test_remote_stop_by_name_asks_the_name_look_up_with_its_token_and_acknowledges():
-    client = control_answers((404, {"detail": "no live run"}), control(7, False), control(7, True))
+    missing = (404, Problem(detail="no live run").model_dump())
+    client = control_answers(missing, control(7, False), control(7, True))
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     stopper = named_stopper(client, model)
     try:
@@ -232,7 +235,7 @@ def test_remote_stop_by_name_ignores_a_stop_left_from_an_earlier_training():
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_refused_stop_poll_warns_once_and_training_goes_on(status):
     detail = "a 'read' token cannot do this (needs ingest)"
-    client = control_answers((status, {"detail": detail}))
+    client = control_answers((status, Problem(detail=detail).model_dump()))
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     stopper = named_stopper(client, model)
     try:

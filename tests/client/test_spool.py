@@ -132,6 +132,7 @@ def test_sync_sends_no_spool_file_another_user_put_in_a_shared_folder(tmp_path):
     import httpx
 
     from callboard.client.sync import sync
+    from tests.client.fake_server import ingest_answer, run_answer
 
     root = "http://callboard.test"
     shared = tmp_path / "shared"
@@ -146,9 +147,10 @@ def test_sync_sends_no_spool_file_another_user_put_in_a_shared_folder(tmp_path):
 
     def answer(request):
         if request.url.path == "/api/v1/runs":
-            created.append(json.loads(request.content)["name"])
-            return httpx.Response(201, json={"id": 1, "uid": "x", "status": "running"})
-        return httpx.Response(200, json={"accepted": 1, "duplicates": 0, "status": "running"})
+            spec = json.loads(request.content)
+            created.append(spec["name"])
+            return httpx.Response(201, json=run_answer(1, spec))
+        return httpx.Response(200, json=ingest_answer(1))
 
     client = httpx.Client(transport=httpx.MockTransport(answer))
     results = sync(shared, root=root, token="cb_secret", client=client)
