@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from sqlalchemy.orm import defer
 
 from callboard.server.api.schemas import RunStatus
+from callboard.server.auth import ROLES
 from callboard.server.control import control_state
 from callboard.server.metric_keys import main_metric
 from callboard.server.store.ingest import point_step
@@ -313,7 +314,7 @@ class EpochPublished(BaseModel):
 class Token(BaseModel):
     id: int
     name: str
-    role: Literal["ingest", "read", "control", "admin"]
+    role: Literal[ROLES]
     project: str | None
     prefix: str
     created_at: UnixTime
