@@ -185,6 +185,7 @@ def _stages(samples):
         "middleware": _minus(get("app"), get("handler")),
     }
     stages["total"] = get("app")
+    stages["mean"] = statistics.fmean(samples["app"]) * 1e6
     return stages
 
 
