@@ -22,6 +22,7 @@ from callboard.server.control import control_state
 from callboard.server.metric_keys import main_metric
 from callboard.server.store.ingest import point_step
 from callboard.server.store.models import ENDED_STATUSES, Run
+from callboard.server.store.series import x_axis
 from callboard.server.store.storable import encode_number
 
 # What `run_summary` never reads, left in the database when listing runs: a run's
@@ -216,6 +217,9 @@ def run_detail(run):
 # --- events and metrics ----------------------------------------------------------------------
 
 
+XAxis = Literal["epoch", "step"]
+
+
 class RunEvent(BaseModel):
     """One stored event of a run (also each `message` of the run's live stream)."""
 
@@ -225,6 +229,7 @@ class RunEvent(BaseModel):
     epoch: int | None
     step: int | None
     x: int | None = Field(description="where its metrics sit on a chart's x axis")
+    x_axis: XAxis = Field(description="what `x` counts")
     time: UnixTime
     received_at: UnixTime
     metrics: dict[str, Number]
@@ -252,6 +257,7 @@ def event_view(event):
         epoch=event.epoch,
         step=event.step,
         x=point_step(event),
+        x_axis=x_axis(event.kind, event.epoch),
         time=event.time,
         received_at=event.received_at,
         metrics=event.metrics or {},
@@ -277,6 +283,7 @@ class MetricSeries(BaseModel):
     points: list[Point]
     total: int
     downsampled: bool
+    x_axis: XAxis = Field(description="what the points' steps count")
 
 
 class Extreme(BaseModel):

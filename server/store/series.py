@@ -14,6 +14,17 @@ from callboard.server.store.storable import encode_number
 ROLLUP_ABOVE_POINTS = 10_000
 
 
+def x_axis(kind, epoch):
+    """What the x of an event's metrics counts: `"epoch"` for an epoch end (its points sit
+    at its epoch), else `"step"`."""
+    return "epoch" if kind == "epoch_end" and epoch is not None else "step"
+
+
+def series_x_axis(points):
+    """What a series' steps count: `"epoch"` when every point sits at its epoch, else `"step"`."""
+    return "epoch" if all(point["step"] == point["epoch"] for point in points) else "step"
+
+
 def _point(step, epoch, value, when):
     return {"step": step, "epoch": epoch, "value": encode_number(value), "time": when}
 

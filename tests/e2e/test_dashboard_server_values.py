@@ -11,12 +11,12 @@ from .test_training import unique
 
 ROW_IDS = "() => [...document.querySelectorAll('tr.run-row')].map(tr => Number(tr.dataset.runId))"
 
-# The x values plotly holds for the series `key` on the chart titled `title`.
+# The x values plotly holds for the series `key` on the chart titled `title`, and its x title.
 CHART_X = """([title, key]) => {
   const chart = [...document.querySelectorAll('#charts .chart')]
     .find(div => div.layout && div.layout.title.text === title);
   const trace = chart && chart.data.find(trace => trace.name === key);
-  return trace ? trace.x : [];
+  return [trace ? trace.x : [], chart ? chart.layout.xaxis.title.text : null];
 }"""
 
 
@@ -102,15 +102,29 @@ def test_live_points_sit_at_the_servers_x(live_server, page):
         for i, step in enumerate([5, 6, 7])
     ]
     batches.append({"seq": 20, "kind": "batch_end", "epoch": 9, "metrics": {"batch/loss": 0.1}})
+    batches.append({"seq": 21, "kind": "metrics", "step": 3, "metrics": {"custom": 1.5}})
     httpx.post(f"{root}/api/v1/runs/{run_id}/events", json={"events": batches})
     post_epochs(root, run_id, range(1, 3))
     wait_for_chart(page, "loss (per batch)", 1, "===", 4)
     wait_for_chart(page, "loss", 1, "===", 6)
+    wait_for_chart(page, "custom", 1, "===", 1)
     events = httpx.get(f"{root}/api/v1/runs/{run_id}/events").json()["events"]
     sent = [event["x"] for event in events if "batch/loss" in event["metrics"]]
-    for title, key, kind in (("loss (per batch)", "batch/loss", "batch"), ("loss", "loss", "")):
-        series = httpx.get(f"{root}/api/v1/runs/{run_id}/metrics/{key}").json()["points"]
-        drawn = page.evaluate(CHART_X, [title, key])
-        assert drawn == [point["step"] for point in series], (kind, drawn)
     assert sent == [5, 6, 7, 9]
+    # Charts made before the page loaded and charts made live title x as the server says.
+    charts = (
+        ("loss (per batch)", "batch/loss", "batch"),
+        ("loss", "loss", "epoch"),
+        ("custom", "custom", "step"),
+    )
+    for title, key, x_title in charts:
+        series = httpx.get(f"{root}/api/v1/runs/{run_id}/metrics/{key}").json()
+        drawn, drawn_title = page.evaluate(CHART_X, [title, key])
+        assert drawn == [point["step"] for point in series["points"]], (key, drawn)
+        assert drawn_title == x_title, key
+    assert series["x_axis"] == "step"  # the last one read: custom's
+    page.reload()
+    page.wait_for_selector("body[data-charts-ready=true]")
+    for title, key, x_title in charts:
+        assert page.evaluate(CHART_X, [title, key])[1] == x_title, key
     assert_clean(page)

@@ -8,7 +8,7 @@ from callboard.server.api.answers import MetricKeys, MetricSeries, problems
 from callboard.server.api.deps import SessionDep, VisibleRun, require
 from callboard.server.api.fast_path import json_answer
 from callboard.server.api.schemas import MAX_BIGINT
-from callboard.server.store.series import read_series
+from callboard.server.store.series import read_series, series_x_axis
 
 router = APIRouter(
     prefix="/runs/{run_id}/metrics", tags=["metrics"], dependencies=[Depends(require("read"))]
@@ -35,5 +35,11 @@ def metric_series(
     points, total = read_series(session, run.id, key, max_points, after_step)
     # Encoded by orjson: FastAPI's generic encoder takes longer than the query on long series.
     return json_answer(
-        {"key": key, "points": points, "total": total, "downsampled": len(points) < total}
+        {
+            "key": key,
+            "points": points,
+            "total": total,
+            "downsampled": len(points) < total,
+            "x_axis": series_x_axis(points),
+        }
     )

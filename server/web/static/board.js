@@ -4,9 +4,10 @@
 
 import { MetricChart, PALETTE, compareFamilies, familyOf, familyTitle, isValidation } from "./charts.js";
 
-function xTitleFor(family, points) {
+/** A chart's x title: "batch" for batch metrics, else what the server says its x counts. */
+export function xTitleFor(family, axes) {
   if (family.startsWith("batch/")) return "batch";
-  return points.every((p) => p.epoch === p.step) ? "epoch" : "step";
+  return axes.every((axis) => axis === "epoch") ? "epoch" : "step";
 }
 
 function seriesOrder(a, b) {
@@ -68,7 +69,7 @@ export class MetricBoard {
 
   /**
    * Draw every family as soon as its series arrive: `load(key)` returns a promise of the
-   * key's API points. Resolves once every chart is drawn.
+   * key's API series (`{points, x_axis}`). Resolves once every chart is drawn.
    */
   async load(keys, load) {
     const families = new Map();
@@ -83,18 +84,21 @@ export class MetricBoard {
       [...families].map(async ([family, members]) => {
         const loaded = await Promise.all(members.map((key) => load(key)));
         const chart = this.charts.get(family);
-        chart.xTitle = xTitleFor(family, loaded.flat());
-        members.forEach((key, i) => this.#addSeries(chart, key, loaded[i]));
+        chart.xTitle = xTitleFor(family, loaded.map((series) => series.x_axis));
+        members.forEach((key, i) => this.#addSeries(chart, key, loaded[i].points));
         await chart.draw();
       }),
     );
   }
 
-  /** Queue a live point; points the initial load already holds are skipped. */
-  push(key, step, value, xTitle) {
+  /**
+   * Queue a live point at the server's `step` (what it counts: `axis`); points the initial
+   * load already holds are skipped.
+   */
+  push(key, step, value, axis) {
     if (step <= (this.loadedUpTo.get(key) ?? -Infinity)) return;
     const family = familyOf(key);
-    const chart = this.#chart(family, family.startsWith("batch/") ? "batch" : xTitle);
+    const chart = this.#chart(family, xTitleFor(family, [axis]));
     if (!chart.has(key)) {
       this.#addSeries(chart, key, [{ step, value }]);
       this.loadedUpTo.set(key, -Infinity);

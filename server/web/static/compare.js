@@ -1,6 +1,7 @@
 // The compare page: one metric of several runs overlaid, and their best values.
 
 import { getJSON, metricPath, toNumber } from "./api.js";
+import { xTitleFor } from "./board.js";
 import { MetricChart, PALETTE, bindChartControls, pointsFor } from "./charts.js";
 import { element, formatValue } from "./format.js";
 
@@ -29,16 +30,13 @@ async function drawMetric(key) {
   chartBox.setAttribute("aria-busy", "true");
   delete body.dataset.chartsReady;
   const maxPoints = pointsFor(chartBox.clientWidth);
-  const series = await Promise.all(
-    runs.map((run) =>
-      run.metrics.includes(key)
-        ? getJSON(metricPath(run.id, key), { max_points: maxPoints }).then((a) => a.points)
-        : Promise.resolve([]),
-    ),
+  const answers = await Promise.all(
+    runs.map((run) => (run.metrics.includes(key) ? getJSON(metricPath(run.id, key), { max_points: maxPoints }) : null)),
   );
-  const epochs = series.flat().every((p) => p.epoch === p.step);
+  const series = answers.map((answer) => answer?.points ?? []);
+  const axes = answers.filter(Boolean).map((answer) => answer.x_axis);
   chart?.remove();
-  chart = new MetricChart(chartBox, { title: key, xTitle: key.startsWith("batch/") ? "batch" : epochs ? "epoch" : "step" });
+  chart = new MetricChart(chartBox, { title: key, xTitle: xTitleFor(key, axes) });
   chart.div.classList.add("chart-wide");
   chart.smoothing = options.smoothing;
   chart.log = options.log;

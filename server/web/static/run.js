@@ -37,8 +37,7 @@ let lastDrawn = streamAfter;
 function applyEvent(event) {
   const metrics = Object.entries(event.metrics || {});
   if (metrics.length) {
-    const xTitle = event.kind === "epoch_end" ? "epoch" : "step";
-    for (const [key, value] of metrics) board.push(key, event.x, value, xTitle); // the server's x
+    for (const [key, value] of metrics) board.push(key, event.x, value, event.x_axis);
   }
   if (event.kind === "train_begin") progress.trainBegan(event.time, event.data);
   else if (event.kind === "epoch_end") progress.epochEnded(event.epoch, event.time);
@@ -91,17 +90,16 @@ subscribe(apiUrl(`/runs/${runId}/stream`, { after: streamAfter }), {
   onRun: showRun,
 });
 
-/** Draw every chart, each as soon as its series arrive; return `{key: points}`. */
+/** Draw every chart, each as soon as its series arrive; return `{key: API series}`. */
 async function loadSeries() {
   const maxPoints = pointsFor(board.chartWidth());
   const series = new Map();
   const load = (key) =>
     getJSON(metricPath(runId, key), { max_points: maxPoints })
-      .then((answer) => answer.points)
-      .catch(() => [])
-      .then((points) => {
-        series.set(key, points);
-        return points;
+      .catch(() => ({ points: [], x_axis: "step" }))
+      .then((answer) => {
+        series.set(key, answer);
+        return answer;
       });
   await board.load(run.metrics, load);
   return series;
@@ -109,12 +107,10 @@ async function loadSeries() {
 
 /** Seed the ETA from the loaded series: epoch end times, and the latest batch points. */
 function seedProgress(series) {
-  const epochKey = run.metrics.find((k) => !k.startsWith("batch/"));
-  for (const point of series.get(epochKey) ?? []) {
-    if (point.epoch === point.step) progress.epochEnded(point.epoch, point.time);
-  }
+  const epochs = series.get(run.metrics.find((k) => !k.startsWith("batch/")));
+  if (epochs?.x_axis === "epoch") for (const point of epochs.points) progress.epochEnded(point.epoch, point.time);
   const batchKey = run.metrics.find((k) => k.startsWith("batch/"));
-  for (const point of (series.get(batchKey) ?? []).slice(-10)) {
+  for (const point of (series.get(batchKey)?.points ?? []).slice(-10)) {
     progress.batchEnded(point.step, point.epoch, point.time);
   }
 }
