@@ -1,106 +1,19 @@
-"""Storing what clients send: runs, and batches of events stored exactly once per (run, seq)."""
+"""Storing what clients send: batches of events, stored exactly once per (run, seq)."""
 
 import math
 import time
-import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import JSON, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from callboard.server.store.bulk_insert import BulkInsert
 from callboard.server.store.db import json_dumps, json_loads
 from callboard.server.store.models import ENDED_STATUSES, Event, MetricPoint, Project, Run
 from callboard.server.store.rollups import ROLLUPS, rollup_rows
 from callboard.server.store.statements import compiled_once
-from callboard.server.store.storable import encode_number, json_safe
+from callboard.server.store.storable import encode_number
 
 END_STATUSES = set(ENDED_STATUSES)
-
-
-def insert_ignoring_conflicts(session, model, rows, index_elements):
-    """INSERT rows, skipping those that collide on `index_elements` (ON CONFLICT DO NOTHING)."""
-    if not rows:
-        return
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(model).on_conflict_do_nothing(index_elements=index_elements)
-    session.execute(statement, rows)
-
-
-def get_or_create_project(session, name):
-    insert_ignoring_conflicts(
-        session, Project, [{"name": name, "created_at": time.time()}], ["name"]
-    )
-    return session.scalars(select(Project).where(Project.name == name)).one()
-
-
-def automatic_run_name(now=None):
-    """A readable default name such as `run-20261128-153012-3fa2`."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    return f"run-{stamp}-{uuid.uuid4().hex[:4]}"
-
-
-class UidTaken(ValueError):
-    """The uid belongs to a run of another project: it cannot be claimed from this one."""
-
-
-def _claimed(existing, spec):
-    """The run a uid claim returns: `existing` when it is in the project `spec` names."""
-    if existing.project.name != spec.project:
-        raise UidTaken(
-            f"uid {spec.uid!r} belongs to a run of another project; "
-            "a run is re-created with its uid only in its own project"
-        )
-    return existing, False
-
-
-def create_run(session, spec, source="client"):
-    """Create the run `spec` describes, or return the existing one with its uid.
-
-    Returns `(run, created)`. Raises `UidTaken` when a run of another project
-    holds the uid: nothing of that run is returned, nor changed.
-    """
-    if spec.uid:
-        existing = session.scalars(select(Run).where(Run.uid == spec.uid)).one_or_none()
-        if existing is not None:
-            return _claimed(existing, spec)
-    now = time.time()
-    project = get_or_create_project(session, spec.project)
-    run = Run(
-        uid=spec.uid or uuid.uuid4().hex,
-        project_id=project.id,
-        name=spec.name or automatic_run_name(now),
-        status="running",
-        source=source,
-        config=spec.config,  # validated `JsonObject`s are already `json_safe`
-        tags=spec.tags,
-        host=spec.host,
-        versions=spec.versions,
-        params={},
-        summary={},
-        epochs_done=0,
-        last_seq=0,
-        created_at=now,
-        updated_at=now,
-    )
-    try:
-        with session.begin_nested():  # a savepoint: a lost race leaves the transaction usable
-            session.add(run)
-    except IntegrityError:
-        # The same uid was created meanwhile by a concurrent request (or replica).
-        existing = session.scalars(select(Run).where(Run.uid == run.uid)).one_or_none()
-        if existing is None:
-            raise
-        return _claimed(existing, spec)
-    return run, True
-
-
-def lock_run(session, run_id):
-    """Load run `run_id` for update (row lock on PostgreSQL), or None."""
-    return session.scalars(
-        select(Run).where(Run.id == run_id).with_for_update(of=Run)
-    ).one_or_none()
 
 
 class RunNotFound(LookupError):
@@ -164,22 +77,6 @@ def store_events(connection, run_id, events, visible=None):
     finally:
         cursor.close()
     return Stored(len(fresh), len(events) - len(fresh), run["status"])
-
-
-def ingest_events(session, run, events):
-    """`store_events` for a run loaded through the ORM; return `(accepted, duplicates)`.
-
-    The run object is expired: it reloads what ingest changed on next use.
-    """
-    session.flush()
-    stored = store_events(session.connection(), run.id, events)
-    session.expire(run)
-    return stored.accepted, stored.duplicates
-
-
-def param_marker(dialect):
-    """The driver's placeholder for a bound parameter: `?` (sqlite3) or `%s` (psycopg)."""
-    return "?" if dialect.paramstyle == "qmark" else "%s"
 
 
 @compiled_once
@@ -392,21 +289,3 @@ def _end_run(run, data, now):
     run["ended_at"] = now
     if data.get("error"):
         run["error"] = str(data["error"])[:10_000]
-
-
-def add_server_event(session, run, kind, data=None):
-    """Record an event the server itself observed (stop requested, run lost, ...)."""
-    now = time.time()
-    session.add(
-        Event(
-            run_id=run.id,
-            seq=None,
-            kind=kind,
-            epoch=run.last_epoch,
-            step=run.last_step,
-            time=now,
-            received_at=now,
-            metrics={},
-            data=json_safe(data or {}),
-        )
-    )
