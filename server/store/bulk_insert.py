@@ -67,8 +67,10 @@ class BulkInsert:
 
     def _values_sql(self, count):
         """SQLite: the INSERT of `count` rows: the one-row INSERT, its VALUES row repeated."""
-        values = {column.key: bindparam(column.key, type_=column.type) for column in self.columns}
-        one_row = self._compile("sqlite", sqlite.insert(self.table).values(values))
+        one_row = self._sqlite.get(1)
+        if one_row is None:
+            values = {c.key: bindparam(c.key, type_=c.type) for c in self.columns}
+            one_row = self._compile("sqlite", sqlite.insert(self.table).values(values))
         row = f"({', '.join(['?'] * len(self.columns))})"
         head, found, tail = one_row.partition(row)
         if not found:
