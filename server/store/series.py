@@ -89,7 +89,7 @@ def _extent(session, run_id, key):
     The ends come from the (run, key, step) index. Up to `ROLLUP_ABOVE_POINTS`
     points are counted; past that, the count is the widest rollups' (finite
     points) plus the NaN points (a partial index), unless the rollups are
-    missing (points written around `ingest_events`): then every point is counted.
+    missing (points written outside `store_events`): then every point is counted.
     """
     where = [MetricPoint.run_id == run_id, MetricPoint.key == key]
     # In index order, so the count stops after the cap even on PostgreSQL without
