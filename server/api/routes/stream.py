@@ -163,11 +163,48 @@ def _read_run_changes(database, run_id, after_id):
         )
 
 
-def _run_messages(database, run_id, after_id):
-    """`(run summary, its events after after_id as SSE text, last event id, event count)`."""
-    run, events = _read_run_changes(database, run_id, after_id)
-    text = "".join(sse_message(event, message_id=event["id"]) for event in events)
-    return run, text, (events[-1]["id"] if events else after_id), len(events)
+class RunMessages:
+    """A run stream's batches: the run's events after `cursor` (`message`, id = event id),
+    then the run itself (`run`) whenever it changed. Called on a worker thread."""
+
+    def __init__(self, database, run_id, cursor):
+        self.database, self.run_id, self.cursor = database, run_id, cursor
+        self.last_run = None
+
+    def __call__(self):
+        """`(the next batch as SSE text, events in it)`."""
+        run, events = _read_run_changes(self.database, self.run_id, self.cursor)
+        text = "".join(sse_message(event, message_id=event["id"]) for event in events)
+        if events:
+            self.cursor = events[-1]["id"]
+        if run != self.last_run:
+            self.last_run = run
+            text += sse_message(run, event="run")
+        return text, len(events)
+
+
+async def live_messages(request, hub, channel, next_batch, keepalive_seconds):
+    """A stream's text: `next_batch()` (on a worker thread) until it reads less than `BATCH`,
+    then a wait for a change on `channel` (a keepalive comment every `keepalive_seconds`).
+
+    Ends once the caller's credential no longer admits them: checked while waiting
+    and after each full batch of a long backlog.
+    """
+    with hub.subscribe(channel) as subscription:
+        yield "retry: 1000\n\n"
+        while True:
+            text, count = await run_in_threadpool(next_batch)
+            if text:
+                yield text
+            if count == BATCH:
+                if not await still_admitted(request, "read"):
+                    return  # a revoked caller gets no more of a long backlog
+                continue
+            woken = await next_wakeup(request, subscription, keepalive_seconds)
+            if woken is None:
+                return
+            if not woken:
+                yield ": keepalive\n\n"
 
 
 @router.get(
@@ -190,33 +227,11 @@ async def stream_run(
 ):
     """The run's events (`message`, id = event id) and its status (`run`), live."""
     await run_in_threadpool(_check_run_visible, database, run_id, principal)
-    cursor = _cursor(last_event_id, after, EVENT_CURSOR)
-
-    async def messages():
-        nonlocal cursor
-        with hub.subscribe(run_channel(run_id)) as subscription:
-            yield "retry: 1000\n\n"
-            last_run = None
-            while True:
-                run, text, cursor, count = await run_in_threadpool(
-                    _run_messages, database, run_id, cursor
-                )
-                if text:
-                    yield text
-                if run != last_run:
-                    last_run = run
-                    yield sse_message(run, event="run")
-                if count == BATCH:
-                    if not await still_admitted(request, "read"):
-                        return  # a revoked caller gets no more of a long backlog
-                    continue
-                woken = await next_wakeup(request, subscription, settings.stream_keepalive_seconds)
-                if woken is None:
-                    return
-                if not woken:
-                    yield ": keepalive\n\n"
-
-    return LiveStream(request, messages())
+    batches = RunMessages(database, run_id, _cursor(last_event_id, after, EVENT_CURSOR))
+    messages = live_messages(
+        request, hub, run_channel(run_id), batches, settings.stream_keepalive_seconds
+    )
+    return LiveStream(request, messages)
 
 
 def _read_runs_changes(database, since, project):
@@ -228,14 +243,21 @@ def _read_runs_changes(database, since, project):
         return [run_summary(run).model_dump(mode="json") for run in runs]
 
 
-def _runs_messages(database, since, project):
-    """`(runs changed after since as SSE text, the newest update time, run count)`."""
-    runs = _read_runs_changes(database, since, project)
-    messages = []
-    for run in runs:
-        since = max(since, run["updated_at"])
-        messages.append(sse_message(run, event="run", message_id=repr(since)))
-    return "".join(messages), since, len(runs)
+class RunsMessages:
+    """The runs stream's batches: runs of `project` (None: all) changed after `cursor`
+    (`run`, id = the run's update time). Called on a worker thread."""
+
+    def __init__(self, database, cursor, project):
+        self.database, self.cursor, self.project = database, cursor, project
+
+    def __call__(self):
+        """`(the next batch as SSE text, runs in it)`."""
+        runs = _read_runs_changes(self.database, self.cursor, self.project)
+        messages = []
+        for run in runs:
+            self.cursor = max(self.cursor, run["updated_at"])
+            messages.append(sse_message(run, event="run", message_id=repr(self.cursor)))
+        return "".join(messages), len(runs)
 
 
 @router.get(
@@ -255,26 +277,6 @@ async def stream_runs(
     ] = None,
 ):
     """Every change to any run (`run` messages, id = the run's update time), live."""
-    cursor = _cursor(last_event_id, after, TIME_CURSOR)
-
-    async def messages():
-        nonlocal cursor
-        with hub.subscribe(RUNS_CHANNEL) as subscription:
-            yield "retry: 1000\n\n"
-            while True:
-                text, cursor, count = await run_in_threadpool(
-                    _runs_messages, database, cursor, principal.project
-                )
-                if text:
-                    yield text
-                if count == BATCH:
-                    if not await still_admitted(request, "read"):
-                        return  # a revoked caller gets no more of a long backlog
-                    continue
-                woken = await next_wakeup(request, subscription, settings.stream_keepalive_seconds)
-                if woken is None:
-                    return
-                if not woken:
-                    yield ": keepalive\n\n"
-
-    return LiveStream(request, messages())
+    batches = RunsMessages(database, _cursor(last_event_id, after, TIME_CURSOR), principal.project)
+    messages = live_messages(request, hub, RUNS_CHANNEL, batches, settings.stream_keepalive_seconds)
+    return LiveStream(request, messages)
