@@ -144,7 +144,7 @@ def measure(seconds, rounds, quick=False):
     with BareProcess() as bare:
         for database, opened in _databases(quick):
             with opened as url:
-                server = ServerProcess(url).start()
+                server = ServerProcess(url).start(timeout=180)  # migrations on a busy box
                 servers = {
                     "Callboard": (server.root, server.process.pid),
                     "bare": (bare.root, bare.process.pid),
