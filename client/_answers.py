@@ -1,17 +1,22 @@
 """The server's answers that `ServerApi` reads, as typed records.
 
 Each record mirrors the answer model of the same name in the server's
-`/openapi.json` (tests/cli/test_answers.py holds them together). A field the
-server adds later is ignored; one it no longer sends raises `UnexpectedAnswer`
-at once rather than deep inside a caller.
+`/openapi.json` (tests/cli/test_answers.py holds them together), so an older
+client keeps working with a newer server: a field the server adds later is
+ignored, and one the server may send as null may also be missing (it reads as
+None). Any other missing field, or a value of the wrong JSON type, raises
+`UnexpectedAnswer` at once rather than deep inside a caller (a `stop_requested`
+of "false" never reads as a stop).
 """
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 
+from ._errors import UnexpectedAnswer
 
-class UnexpectedAnswer(ValueError):
-    """The server answered with JSON of another shape than this client knows."""
+record = dataclass(frozen=True, kw_only=True)
 
 
 class Answer:
@@ -24,16 +29,51 @@ class Answer:
             raise UnexpectedAnswer(
                 f"expected a JSON object for {cls.__name__}, got {answer!r:.200}"
             )
-        names = [field.name for field in dataclasses.fields(cls)]
-        missing = [name for name in names if name not in answer]
+        fields = dataclasses.fields(cls)
+        missing = [
+            field.name
+            for field in fields
+            if field.name not in answer and field.default is dataclasses.MISSING
+        ]
         if missing:
             raise UnexpectedAnswer(f"{cls.__name__} without {', '.join(missing)}")
-        return cls(**{name: answer[name] for name in names})
+        return cls(
+            **{
+                field.name: _read(answer[field.name], field.type, f"{cls.__name__}.{field.name}")
+                for field in fields
+                if field.name in answer
+            }
+        )
 
 
-@dataclass(frozen=True)
+def _read(value, kind, where):
+    """`value` if it is of the type `kind` (records inside it read too); else UnexpectedAnswer."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (types.UnionType, typing.Union):  # `X | None`
+        if value is None and type(None) in args:
+            return None
+        (kind,) = [arg for arg in args if arg is not type(None)]
+        return _read(value, kind, where)
+    if isinstance(kind, type) and issubclass(kind, Answer):
+        return kind.from_answer(value)
+    if origin is list and isinstance(value, list):
+        return [_read(item, args[0], where) for item in value]
+    if _is_a(value, origin or kind):
+        return value
+    raise UnexpectedAnswer(f"{where} is {value!r:.80}, not {getattr(kind, '__name__', kind)}")
+
+
+def _is_a(value, kind):
+    if isinstance(value, bool):  # JSON true is no number
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+@record
 class RunSummary(Answer):
-    """A run as `GET /api/v1/runs` lists it (`GET /api/v1/runs/{id}` sends more)."""
+    """A run as `GET /api/v1/runs` lists it (`GET /api/v1/runs/{id}` sends its `RunDetail`)."""
 
     id: int
     uid: str
@@ -43,18 +83,46 @@ class RunSummary(Answer):
     ended: bool  # the status is final
     source: str
     tags: list[str]
-    host: str | None
+    host: str | None = None
     epochs_done: int
-    epochs: int | None  # planned, when the client said
+    epochs: int | None = None  # planned, when the client said
     last: dict  # {metric: its last value}
-    main_metric: str | None
+    main_metric: str | None = None
     created_at: float
     updated_at: float
-    ended_at: float | None
+    ended_at: float | None = None
     stop: str  # none, requested, acknowledged or stopped
 
 
-@dataclass(frozen=True)
+@record
+class ControlState(Answer):
+    """A run's control state: what a training polls, and what a stop request answers."""
+
+    run_id: int
+    status: str
+    stop_requested: bool
+    state: str
+    reason: str | None = None
+    requested_at: float | None = None
+    acknowledged_at: float | None = None
+    stopped_at: float | None = None
+
+
+@record
+class RunDetail(RunSummary):
+    """A run with all the server keeps of it: `POST /api/v1/runs` and `GET /api/v1/runs/{id}`."""
+
+    config: dict
+    versions: dict
+    params: dict
+    metrics: list[str]
+    last_epoch: int | None = None
+    last_step: int | None = None
+    error: str | None = None
+    control: ControlState
+
+
+@record
 class RunsPage(Answer):
     """One page of `GET /api/v1/runs`: its runs and how many match in all."""
 
@@ -63,46 +131,38 @@ class RunsPage(Answer):
     limit: int
     offset: int
 
-    @classmethod
-    def from_answer(cls, answer):
-        page = super().from_answer(answer)
-        return dataclasses.replace(page, runs=[RunSummary.from_answer(r) for r in page.runs])
 
+@record
+class IngestResult(Answer):
+    """What one request of events did: stored, skipped as stored already, the run's status."""
 
-@dataclass(frozen=True)
-class ControlState(Answer):
-    """A run's control state: what a stop request and `GET .../control` answer."""
-
-    run_id: int
+    accepted: int
+    duplicates: int
     status: str
-    stop_requested: bool
-    state: str
-    reason: str | None
-    requested_at: float | None
-    acknowledged_at: float | None
-    stopped_at: float | None
 
 
-@dataclass(frozen=True)
+@record
+class Heartbeat(Answer):
+    """The run's status after a heartbeat (a `lost` run is `running` again)."""
+
+    status: str
+
+
+@record
 class Token(Answer):
     """An API token as `GET /api/v1/tokens` lists it (never its secret)."""
 
     id: int
     name: str
     role: str
-    project: str | None
+    project: str | None = None
     prefix: str
     created_at: float
-    revoked_at: float | None
+    revoked_at: float | None = None
 
 
-@dataclass(frozen=True)
+@record
 class TokenList(Answer):
     """`GET /api/v1/tokens`: the tokens the caller may manage."""
 
     tokens: list[Token]
-
-    @classmethod
-    def from_answer(cls, answer):
-        listed = super().from_answer(answer)
-        return dataclasses.replace(listed, tokens=[Token.from_answer(t) for t in listed.tokens])

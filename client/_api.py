@@ -4,7 +4,16 @@ import threading
 
 import httpx
 
-from ._answers import ControlState, RunsPage, RunSummary, Token, TokenList
+from ._answers import (
+    ControlState,
+    Heartbeat,
+    IngestResult,
+    RunDetail,
+    RunsPage,
+    Token,
+    TokenList,
+)
+from ._errors import DeliveryFailed, NotFound, Rejected, TooLarge, Unauthorized, UnexpectedAnswer
 
 DEFAULT_ROOT = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -46,46 +55,6 @@ def request_chunks(events, max_events=MAX_EVENTS_PER_REQUEST, max_values=MAX_VAL
         values += count
     if chunk:
         yield chunk
-
-
-class DeliveryFailed(Exception):
-    """The server could not take the request now; try again later.
-
-    `retry_after` is the server's `Retry-After` in seconds, when it sent one;
-    `answered` is True when a server answered (an error status), False when
-    none could be reached in time (refused, unresolvable, timed out).
-    """
-
-    def __init__(self, message, retry_after=None, answered=False, status=None, detail=None):
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.answered = answered
-        self.status = status
-        self.detail = detail or message
-
-
-class Unauthorized(DeliveryFailed):
-    """The server refused the caller (401/403): the token is missing, wrong or lacks rights."""
-
-
-class Rejected(Exception):
-    """The server refused the request as invalid; sending it again will not help.
-
-    `status` is the HTTP status; `detail` the server's own words (its `detail`).
-    """
-
-    def __init__(self, message, status=None, detail=None):
-        super().__init__(message)
-        self.status = status
-        self.detail = detail or message
-
-
-class NotFound(Rejected):
-    """The server has no such thing (404), e.g. no live run of that name yet."""
-
-
-class TooLarge(Rejected):
-    """The server refused the request as too large (413); smaller ones may pass."""
 
 
 def _detail(response):
@@ -170,10 +139,17 @@ class ServerApi:
         error = {404: NotFound, 413: TooLarge}.get(status, Rejected)
         raise error(f"server answered {status}: {response.text}", **known)
 
-    def _request(self, method, path, **kwargs):
+    def _request(self, method, path, answer, **kwargs):
+        """The server's answer to one request, read as the record class `answer`.
+
+        Raises `UnexpectedAnswer` (a `DeliveryFailed`) for an answer of another shape.
+        """
         response = self._send(method, path, **kwargs)
         try:
-            return response.json()
+            return answer.from_answer(response.json())
+        except UnexpectedAnswer as exc:
+            exc.status = response.status_code
+            raise
         except ValueError as exc:  # e.g. a proxy's HTML page: not Callboard answering
             raise DeliveryFailed(
                 f"server answered {response.status_code} without JSON",
@@ -182,11 +158,13 @@ class ServerApi:
             ) from exc
 
     def create_run(self, spec):
-        """Create the run described by `spec` (idempotent on its `uid`); return its record."""
-        return self._request("POST", "/api/v1/runs", json=spec)
+        """Create the run described by `spec` (idempotent on its `uid`); its `RunDetail`."""
+        return self._request("POST", "/api/v1/runs", RunDetail, json=spec)
 
     def post_events(self, run_id, events):
-        return self._request("POST", f"/api/v1/runs/{run_id}/events", json={"events": events})
+        """Post `events` in one request; the server's `IngestResult`."""
+        body = {"events": events}
+        return self._request("POST", f"/api/v1/runs/{run_id}/events", IngestResult, json=body)
 
     def send_events(self, run_id, events, on_refused):
         """Post `events` in order, in as many requests as the server's limits need.
@@ -194,29 +172,31 @@ class ServerApi:
         An event the server refuses is skipped and passed to `on_refused(event,
         error)`. A request refused as too large (413) halves this client's request
         limits, for it and every later request, and is sent again in smaller ones.
-        Raises `DeliveryFailed` when the server can't take them now (sending
-        them again is harmless: the server stores each (run, seq) once).
+        Returns the `IngestResult` of each request the server took. Raises
+        `DeliveryFailed` when the server can't take them now (sending them
+        again is harmless: the server stores each (run, seq) once).
         """
+        results = []
         for chunk in self._chunks(events):
-            self._send_chunk(run_id, chunk, on_refused)
+            results.extend(self._send_chunk(run_id, chunk, on_refused))
+        return results
 
     def _chunks(self, events):
         return request_chunks(events, self.max_events_per_request, self.max_values_per_request)
 
     def _send_chunk(self, run_id, events, on_refused):
         try:
-            self.post_events(run_id, events)
+            return [self.post_events(run_id, events)]
         except Rejected as exc:
             if len(events) == 1:
                 on_refused(events[0], exc)
-                return
+                return []
             if isinstance(exc, TooLarge):
                 self._shrink_limits(events)
                 parts = self._chunks(events)
             else:  # find the event it refuses; send the others
                 parts = [[event] for event in events]
-            for part in parts:
-                self._send_chunk(run_id, part, on_refused)
+            return [taken for part in parts for taken in self._send_chunk(run_id, part, on_refused)]
 
     def _shrink_limits(self, refused):
         values = sum(len(event.get("metrics") or ()) for event in refused)
@@ -225,22 +205,25 @@ class ServerApi:
             self.max_values_per_request = max(1, min(self.max_values_per_request, values // 2))
 
     def heartbeat(self, run_id):
-        return self._request("POST", f"/api/v1/runs/{run_id}/heartbeat")
+        """Tell the server run `run_id` is alive; its `Heartbeat` (the run's status)."""
+        return self._request("POST", f"/api/v1/runs/{run_id}/heartbeat", Heartbeat)
 
     def control(self, run_id):
-        return self._request("GET", f"/api/v1/runs/{run_id}/control")
+        """Run `run_id`'s `ControlState`: whether a stop was requested, and where it is."""
+        return self._request("GET", f"/api/v1/runs/{run_id}/control", ControlState)
 
     def acknowledge_stop(self, run_id):
-        return self._request("POST", f"/api/v1/runs/{run_id}/control/ack")
+        """Tell the server run `run_id` took its stop; its `ControlState` now."""
+        return self._request("POST", f"/api/v1/runs/{run_id}/control/ack", ControlState)
 
     def control_by_name(self, name, project):
-        """The control state of the newest live run called `name` in `project`, or None.
+        """The `ControlState` of the newest live run called `name` in `project`, or None.
 
         Ingest tokens may ask: the answer holds only the run's id and control state.
         """
         try:
             params = {"name": name, "project": project}
-            return self._request("GET", "/api/v1/control", params=params)
+            return self._request("GET", "/api/v1/control", ControlState, params=params)
         except NotFound:
             return None
 
@@ -255,14 +238,12 @@ class ServerApi:
         """
         filters = {"name": name, "project": project, "status": status}
         params = {key: value for key, value in filters.items() if value is not None}
-        answer = self._request(
-            "GET", "/api/v1/runs", params={**params, "limit": limit, "offset": offset}
-        )
-        return RunsPage.from_answer(answer)
+        params.update(limit=limit, offset=offset)
+        return self._request("GET", "/api/v1/runs", RunsPage, params=params)
 
     def read_run(self, run_id):
-        """Run `run_id` (NotFound if the server has none this token may see)."""
-        return RunSummary.from_answer(self._request("GET", f"/api/v1/runs/{run_id}"))
+        """Run `run_id`'s `RunDetail` (NotFound if the server has none this token may see)."""
+        return self._request("GET", f"/api/v1/runs/{run_id}", RunDetail)
 
     def find_run(self, run, project=None, live_first=False):
         """Run `run` given as an id or a name, or None.
@@ -288,9 +269,7 @@ class ServerApi:
         Raises `Rejected` (409) if the run has ended already.
         """
         body = {"reason": reason} if reason else None
-        return ControlState.from_answer(
-            self._request("POST", f"/api/v1/runs/{run_id}/stop", json=body)
-        )
+        return self._request("POST", f"/api/v1/runs/{run_id}/stop", ControlState, json=body)
 
     def export_csv(self, run_id):
         """Run `run_id`'s epochs as CSV text, shaped as Keras's `CSVLogger` writes them."""
@@ -298,8 +277,8 @@ class ServerApi:
 
     def list_tokens(self):
         """The API tokens an admin token may see, oldest first (never their secrets)."""
-        return TokenList.from_answer(self._request("GET", "/api/v1/tokens")).tokens
+        return self._request("GET", "/api/v1/tokens", TokenList).tokens
 
     def revoke_token(self, token_id):
         """Revoke token `token_id` (an admin token); the token as it is now."""
-        return Token.from_answer(self._request("DELETE", f"/api/v1/tokens/{token_id}"))
+        return self._request("DELETE", f"/api/v1/tokens/{token_id}", Token)

@@ -8,7 +8,7 @@ import warnings
 from callboard.backoff import backoff_delay
 
 from . import _exit_guard
-from ._api import DeliveryFailed, Rejected, Unauthorized, request_chunks
+from ._api import DeliveryFailed, Rejected, Unauthorized, UnexpectedAnswer, request_chunks
 
 CLOSING_ATTEMPTS = 5  # failed deliveries after close() before the spool is left for later
 CLOSING_BACKOFF = 0.5
@@ -70,14 +70,14 @@ class EventSender:
         self._failures = 0
         self._failure_answered = False
         self._retry_at = 0.0
-        self._last_contact = 0.0
+        self._last_sign_of_life = 0.0  # when the server was last told the run lives
         self._warned = set()
         self._replayed_idle_spools = False
         self._thread = threading.Thread(target=self._loop, name="callboard-sender", daemon=True)
 
     @property
     def run_id(self):
-        return self.run_record["id"] if self.run_record else None
+        return self.run_record.id if self.run_record else None
 
     def start(self):
         self._thread.start()
@@ -256,7 +256,7 @@ class EventSender:
         if self._ack_pending or self.spool:
             deadlines.append(self._retry_at if self._failures else now)
         if self.run_record is not None:
-            deadlines.append(self._last_contact + self.heartbeat_interval)
+            deadlines.append(self._last_sign_of_life + self.heartbeat_interval)
         return max(0.0, min(deadlines) - now) if deadlines else None
 
     def _in_backoff(self):
@@ -267,7 +267,7 @@ class EventSender:
     def _idle_too_long(self):
         return (
             self.run_record is not None
-            and time.monotonic() - self._last_contact >= self.heartbeat_interval
+            and time.monotonic() - self._last_sign_of_life >= self.heartbeat_interval
         )
 
     def _deliver(self, batch):
@@ -288,7 +288,7 @@ class EventSender:
             self._note_failure(exc)
         else:
             self._failures = 0
-            self._last_contact = now = time.monotonic()
+            self._last_sign_of_life = now = time.monotonic()
             self._slowest_answer = max(now - started, 0.8 * self._slowest_answer)
             self._replay_idle_spools_once()
         finally:
@@ -345,10 +345,10 @@ class EventSender:
         try:
             self.api.heartbeat(self.run_id)
         except (DeliveryFailed, Rejected):
-            return
+            pass  # the next one is due a whole interval later all the same, not at once
         finally:
             self._inflight_since = None
-        self._last_contact = time.monotonic()
+            self._last_sign_of_life = time.monotonic()
 
     def _note_failure(self, exc):
         self._failures += 1
@@ -360,6 +360,14 @@ class EventSender:
             self._closing_attempts += 1
             delay = min(delay, CLOSING_BACKOFF)
         self._retry_at = time.monotonic() + delay
+        if isinstance(exc, UnexpectedAnswer):  # warned at close too: nothing else says why
+            self._warn_once(
+                "unexpected",
+                f"Callboard server at {self.api.root} answered in a shape this client does not "
+                f"know ({exc}): is it a Callboard server, and this client as new as it? "
+                f"The run's events wait in {self.spool.path}.",
+            )
+            return
         if self._closing:
             return  # close() says where the events wait
         if isinstance(exc, Unauthorized):

@@ -5,14 +5,14 @@ import threading
 import time
 import warnings
 
-from ._api import DeliveryFailed, Rejected, Unauthorized
+from ._api import DeliveryFailed, Rejected, Unauthorized, UnexpectedAnswer
 
 
 def read_run_control(api, run_id):
-    """Run `run_id`'s control state (with its `run_id`), or None while the id is unknown."""
+    """Run `run_id`'s `ControlState`, or None while the id is unknown."""
     if run_id is None:
         return None
-    return {**api.control(run_id), "run_id": run_id}
+    return api.control(run_id)
 
 
 class StopPoller:
@@ -20,8 +20,9 @@ class StopPoller:
 
     Polls keep a fixed rate (a slow answer does not push the next poll back), so a
     stop is seen at most `interval` plus one answer after it was requested. A
-    server that refuses the token (401/403) gets one warning naming the problem;
-    training goes on, and polling too (the token may be granted the right).
+    server that refuses the token (401/403), or answers in a shape this client
+    does not know, gets one warning naming the problem; training goes on, and
+    polling too (the token may be granted the right, the server fixed).
 
     Args:
         api: a `ServerApi`.
@@ -32,9 +33,8 @@ class StopPoller:
             it reaches the server before the run's last events); otherwise the
             poller acknowledges the stop right after.
         interval: seconds between polls.
-        read_control: a callable returning the control state to act on (with
-            its `run_id`), or None while there is none; by default run
-            `run_id()`'s, from `api`.
+        read_control: a callable returning the `ControlState` to act on, or
+            None while there is none; by default run `run_id()`'s, from `api`.
 
     Example:
         ```python
@@ -50,7 +50,7 @@ class StopPoller:
         self.interval = interval
         self.read_control = read_control or (lambda: read_run_control(self.api, self.run_id()))
         self.stop_requested = False
-        self.refused = None  # the server's refusal of the token, once it was warned about
+        self._warned = set()
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="callboard-stop", daemon=True)
 
@@ -66,27 +66,33 @@ class StopPoller:
             return True
         try:
             control = self.read_control()
-            if control is not None and control.get("stop_requested"):
+            if control is not None and control.stop_requested:
                 self.stop_requested = True
                 if not self.on_stop(control):
-                    self.api.acknowledge_stop(control["run_id"])
+                    self.api.acknowledge_stop(control.run_id)
         except Unauthorized as exc:
-            self._warn_refused(exc)
+            self._warn_once(
+                "refused",
+                f"the server refused the token ({exc}). Training goes on, but a Stop pressed "
+                "on the server will not reach it: pass `token=` with the ingest, read or "
+                "control role for the run's project.",
+            )
+        except UnexpectedAnswer as exc:
+            self._warn_once(
+                "unexpected",
+                f"the server at {self.api.root} answered in a shape this client does not know "
+                f"({exc}). Training goes on, but a Stop pressed on the server may not reach it.",
+            )
         except (DeliveryFailed, Rejected):
             pass  # unreachable or busy: the next poll asks again
         return self.stop_requested
 
-    def _warn_refused(self, exc):
-        if self.refused is not None:
-            return
-        self.refused = exc
-        warnings.warn(
-            f"Callboard cannot poll for a remote stop, the server refused the token ({exc}). "
-            "Training goes on, but a Stop pressed on the server will not reach it: pass "
-            "`token=` with the ingest, read or control role for the run's project.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    def _warn_once(self, key, why):
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(
+                f"Callboard cannot poll for a remote stop: {why}", RuntimeWarning, stacklevel=3
+            )
 
     def _loop(self):
         next_poll = time.monotonic() + self.interval

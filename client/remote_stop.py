@@ -90,9 +90,9 @@ class RemoteStop(keras.callbacks.Callback):
         first, self._looked_up = not self._looked_up, True
         if control is None:
             return None
-        if first and control["stop_requested"]:
-            self._stale_runs.add(control["run_id"])
-        return None if control["run_id"] in self._stale_runs else control
+        if first and control.stop_requested:
+            self._stale_runs.add(control.run_id)
+        return None if control.run_id in self._stale_runs else control
 
     def _stop(self, control):
         # Runs on the polling thread. `fit()` reads the flag after every batch, so

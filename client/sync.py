@@ -40,7 +40,7 @@ def replay_spool_file(path, api, batch_size=500):
     delivered = 0
     try:
         for chunk in request_chunks(events, max_events=batch_size):
-            api.send_events(record["id"], chunk, on_refused=lambda event, exc: None)
+            api.send_events(record.id, chunk, on_refused=lambda event, exc: None)
             delivered += len(chunk)
     finally:
         Spool(path.parent, path.stem, header).discard(delivered)

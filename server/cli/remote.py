@@ -10,8 +10,13 @@ from typing import Annotated
 
 import typer
 
-from callboard.client._answers import UnexpectedAnswer
-from callboard.client._api import DEFAULT_ROOT, DeliveryFailed, Rejected, ServerApi
+from callboard.client._api import (
+    DEFAULT_ROOT,
+    DeliveryFailed,
+    Rejected,
+    ServerApi,
+    UnexpectedAnswer,
+)
 from callboard.server.cli.db import notes
 
 RootOption = Annotated[
@@ -81,7 +86,7 @@ def server_api(root, token):
     api = ServerApi(root or DEFAULT_ROOT, token=token)
     try:
         yield api
-    except (DeliveryFailed, Rejected, UnexpectedAnswer) as exc:
+    except (DeliveryFailed, Rejected) as exc:  # an UnexpectedAnswer is a DeliveryFailed
         fail(failure_line(api.root, exc))
     finally:
         api.close()

@@ -122,7 +122,7 @@ def test_stop_by_name_is_stored_and_streamed_live(board):
         assert f"Stop requested for run {run_id} (stoppable)" in stopped.stdout
         assert next(updates)["stop"] == "requested"  # the dashboard sees it live
     control = training.control(run_id)  # and so does the training's client
-    assert control["state"] == "requested" and control["reason"] == "from cli"
+    assert control.state == "requested" and control.reason == "from cli"
     training.close()
 
 

@@ -1,11 +1,14 @@
 import json
 import math
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from callboard.client import Run
-from callboard.client._spool import read_spool_file, spool_files
+from callboard.client._api import DeliveryFailed
+from callboard.client._sender import EventSender
+from callboard.client._spool import Spool, read_spool_file, spool_files
 from callboard.client.sync import sync
 
 from .fake_server import FakeServer
@@ -414,3 +417,21 @@ def test_a_refused_run_is_told_why(api, token, said, not_said):
             assert time.monotonic() < deadline, f"no warning saying {said!r}"
             time.sleep(0.05)
     assert not [w for w in caught if not_said in str(w.message)]
+
+
+def test_a_failed_heartbeat_waits_a_whole_interval_before_the_next(tmp_path):
+    # An idle run whose server was down retried its heartbeat at once, in a busy loop
+    # (about 1,000 requests a second) until the server answered or an event came.
+    tried = []
+
+    def heartbeat(run_id):
+        tried.append(run_id)
+        raise DeliveryFailed("connection refused")
+
+    api = SimpleNamespace(root="http://callboard.invalid", headers={}, heartbeat=heartbeat)
+    sender = EventSender(api, {"uid": "u"}, Spool(tmp_path, "u", {}), heartbeat_interval=60)
+    sender.run_record = SimpleNamespace(id=7)
+    assert sender._seconds_to_next_action() == 0  # idle for long: a heartbeat is due
+    sender._heartbeat()
+    assert tried == [7]
+    assert sender._seconds_to_next_action() > 59

@@ -85,4 +85,4 @@ def test_client_recreating_its_run_after_a_restart_gets_the_same_run(api, tokens
     spec = {"uid": "client-restarts-1", "name": "resumed", "project": "a", "config": {"lr": 0.1}}
     first = ServerApi("http://testserver", headers=tokens["ingest-a"], client=api).create_run(spec)
     again = ServerApi("http://testserver", headers=tokens["ingest-a"], client=api).create_run(spec)
-    assert again["id"] == first["id"]
+    assert again.id == first.id and again.config == {"lr": 0.1}
