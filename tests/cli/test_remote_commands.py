@@ -304,3 +304,27 @@ def test_another_web_server_at_root_is_one_line(tmp_path):
         line = one_line_on_stderr(invoke("runs", "--root", root))
         other.shutdown()
     assert line == f"{root} answered 200 without JSON: not a Callboard server? Check --root."
+
+
+class OtherJsonService(NotCallboard):
+    """Another service on the port answering JSON of its own shape."""
+
+    def do_GET(self):
+        body = b'{"runs": "not a list", "hello": "world"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_another_json_service_at_root_is_one_line(tmp_path):
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), OtherJsonService) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        root = f"http://127.0.0.1:{other.server_address[1]}"
+        line = one_line_on_stderr(invoke("runs", "--root", root))
+        other.shutdown()
+    assert line == (
+        f"{root} answered in a shape this Callboard does not know "
+        "(RunsPage without total, limit, offset): is --root right?"
+    )
