@@ -95,12 +95,12 @@ def _run_update(names):
     return update(Run).where(Run.id == bindparam("run_id")).values(values)
 
 
-SEQS_PER_QUERY = 500
+SEQS_PER_QUERY = 512
 
 
 @compiled_once
-def _stored_seqs_query():
-    seqs = [bindparam(f"seq_{index}") for index in range(SEQS_PER_QUERY)]
+def _stored_seqs_query(count):
+    seqs = [bindparam(f"seq_{index}") for index in range(count)]
     return select(Event.seq).where(Event.run_id == bindparam("run_id"), Event.seq.in_(seqs))
 
 
@@ -139,13 +139,13 @@ def _fresh_events(cursor, dialect, run_id, last_seq, events):
         seen = set()
     else:
         seqs = sorted({event.seq for event in events if event.seq <= last_seq})
-        statement = _stored_seqs_query(dialect)
         seen = set()
         for start in range(0, len(seqs), SEQS_PER_QUERY):
             chunk = seqs[start : start + SEQS_PER_QUERY]
-            chunk += chunk[-1:] * (SEQS_PER_QUERY - len(chunk))  # one statement for any count
-            values = {f"seq_{index}": seq for index, seq in enumerate(chunk)}
-            cursor.execute(statement.sql, statement.parameters({**values, "run_id": run_id}))
+            count = 1 << (len(chunk) - 1).bit_length()  # padded: a few statements for any count
+            padding = chunk[-1:] * (count - len(chunk))
+            statement = _stored_seqs_query(dialect, count)
+            cursor.execute(statement.sql, (run_id, *chunk, *padding))  # in the query's order
             seen.update(seq for (seq,) in cursor.fetchall())
     fresh = []
     ordered = events if _ascending(events) else sorted(events, key=lambda e: e.seq)
