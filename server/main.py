@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
+from callboard.server.api.deps import run_not_found
 from callboard.server.api.fast_path import direct_route
 from callboard.server.api.routes import (
     control,
@@ -40,6 +41,7 @@ from callboard.server.settings import Settings
 from callboard.server.store import migrate
 from callboard.server.store.db import Database
 from callboard.server.store.group_commit import GroupCommit
+from callboard.server.store.ingest import RunNotFound
 from callboard.server.store.run_writes import RunWrites
 from callboard.server.web import api_docs, pages
 
@@ -78,6 +80,11 @@ async def lifespan(app):
         app.state.database.dispose()
 
 
+async def _run_not_found(request: Request, exc: RunNotFound):
+    """A write refused by the store because the run is missing or not the caller's: 404."""
+    return JSONResponse({"detail": run_not_found(exc.args[0]).detail}, status_code=404)
+
+
 async def _database_busy(request: Request, exc: OperationalError):
     log.warning("database unavailable: %s", exc)
     return JSONResponse(
@@ -113,6 +120,7 @@ def create_app(settings=None):
     app.state.hub = make_hub(settings.database_url)
     app.state.rate_limiter = RateLimiter(settings.ingest_rate_per_second, settings.ingest_burst)
     app.add_exception_handler(OperationalError, _database_busy)
+    app.add_exception_handler(RunNotFound, _run_not_found)
     app.add_exception_handler(RequestValidationError, validation_error_answer)
     # The last added runs first: headers on every answer, then Host, cross-site, size.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -157,7 +157,7 @@ def admit(request, principal, scopes):
     if not any(principal.can(scope) for scope in scopes):
         raise HTTPException(
             status_code=403,
-            detail=f"a {principal.role!r} token cannot do this (needs {' or '.join(scopes)})",
+            detail=f"role {principal.role!r} cannot do this (needs {' or '.join(scopes)})",
         )
     cookie_write = principal.csrf_token is not None and request.method not in SAFE_METHODS
     if cookie_write and not principal.csrf_matches(request.headers.get("x-csrf-token")):

@@ -234,7 +234,7 @@ def test_remote_stop_by_name_ignores_a_stop_left_from_an_earlier_training():
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_refused_stop_poll_warns_once_and_training_goes_on(status):
-    detail = "a 'read' token cannot do this (needs ingest)"
+    detail = "role 'read' cannot do this (needs ingest)"
     client = control_answers((status, Problem(detail=detail).model_dump()))
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     stopper = named_stopper(client, model)

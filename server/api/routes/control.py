@@ -16,7 +16,6 @@ from callboard.server.api.deps import (
     check_project,
     check_run_visible,
     require,
-    run_not_found,
 )
 from callboard.server.api.fast_path import authorize, documented_path, json_answer, row_id
 from callboard.server.api.schemas import Name, StopRequest
@@ -29,7 +28,6 @@ from callboard.server.control import (
     read_control_row,
     request_stop,
 )
-from callboard.server.store.ingest import RunNotFound
 
 router = APIRouter(tags=["control"])
 
@@ -52,8 +50,6 @@ async def stop(
     )
     try:
         run = await writes.write(work, order=run_id)
-    except RunNotFound:
-        raise run_not_found(run_id) from None
     except StopRefused as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
     return control_state(run)
@@ -86,10 +82,7 @@ async def read_control(request: Request):
 async def acknowledge(run_id: RowId, writes: RunWritesDep, principal: PrincipalDep):
     """The client saw the stop request and is stopping."""
     work = functools.partial(acknowledge_stop, run_id=run_id, visible=principal.sees_project)
-    try:
-        run = await writes.write(work, order=run_id)
-    except RunNotFound:
-        raise run_not_found(run_id) from None
+    run = await writes.write(work, order=run_id)
     return control_state(run)
 
 

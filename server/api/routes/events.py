@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import select
 
 from callboard.server.api.answers import EventsPage, IngestResult, event_view, problems
-from callboard.server.api.deps import AfterRowId, Reader, SessionDep, VisibleRun, run_not_found
+from callboard.server.api.deps import AfterRowId, Reader, SessionDep, VisibleRun
 from callboard.server.api.fast_path import (
     authorize,
     documented_input,
@@ -17,7 +17,7 @@ from callboard.server.api.fast_path import (
 )
 from callboard.server.api.schemas import KIND_PATTERN, EventBatch
 from callboard.server.store.group_commit import in_turns
-from callboard.server.store.ingest import RunNotFound, store_events
+from callboard.server.store.ingest import store_events
 from callboard.server.store.models import Event
 
 router = APIRouter(prefix="/runs/{run_id}/events", tags=["events"])
@@ -49,10 +49,7 @@ async def post_events(request: Request):
     # A large batch is stored in turns with other requests, in seq order (retries skip
     # what a failed turn left stored).
     turns = in_turns(sorted(events, key=attrgetter("seq")), size_of=values_in)
-    try:
-        stored = await state.run_writes.write_in_turns(work, turns, order=run_id)
-    except RunNotFound:
-        raise run_not_found(run_id) from None
+    stored = await state.run_writes.write_in_turns(work, turns, order=run_id)
     return json_answer(
         {
             "accepted": sum(part.accepted for part in stored),

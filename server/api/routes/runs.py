@@ -26,13 +26,11 @@ from callboard.server.api.deps import (
     SessionDep,
     VisibleRun,
     check_project,
-    run_not_found,
 )
 from callboard.server.api.schemas import MAX_BIGINT, Name, NamePart, RunCreate, RunStatus, Text
 from callboard.server.lifecycle import record_heartbeat
 from callboard.server.store.db import json_dumps
 from callboard.server.store.export import epochs_csv
-from callboard.server.store.ingest import RunNotFound
 from callboard.server.store.models import Project, Run
 from callboard.server.store.run_writes import UidTaken, create_run
 
@@ -139,10 +137,7 @@ def read_run(run: VisibleRun, _: Reader):
 async def heartbeat(run_id: RowId, writes: RunWritesDep, principal: Ingester):
     """The client is alive; a `lost` run becomes `running` again."""
     work = functools.partial(record_heartbeat, run_id=run_id, visible=principal.sees_project)
-    try:
-        status = await writes.write(work, order=run_id)
-    except RunNotFound:
-        raise run_not_found(run_id) from None
+    status = await writes.write(work, order=run_id)
     return {"status": status}
 
 
