@@ -58,11 +58,12 @@ def request_chunks(events, max_events=MAX_EVENTS_PER_REQUEST, max_values=MAX_VAL
 
 
 def _detail(response):
-    """The server's `detail` of an error answer as one line, else the answer's text."""
+    """The server's `detail` of an error answer as one line; None when it sent none
+    (e.g. a proxy's or another web server's HTML page)."""
     try:
         detail = response.json()["detail"]
     except (ValueError, KeyError, TypeError):
-        return " ".join(response.text.split())[:500]
+        return None
     if isinstance(detail, list):  # a 422's field errors
         detail = "; ".join(
             f"{'.'.join(map(str, error.get('loc', ())))}: {error.get('msg')}"

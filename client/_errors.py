@@ -6,7 +6,8 @@ class DeliveryFailed(Exception):
 
     `retry_after` is the server's `Retry-After` in seconds, when it sent one;
     `answered` is True when a server answered (an error status), False when
-    none could be reached in time (refused, unresolvable, timed out).
+    none could be reached in time (refused, unresolvable, timed out); `detail`
+    the server's own words, None when it sent no JSON `detail`.
     """
 
     def __init__(self, message, retry_after=None, answered=False, status=None, detail=None):
@@ -14,7 +15,7 @@ class DeliveryFailed(Exception):
         self.retry_after = retry_after
         self.answered = answered
         self.status = status
-        self.detail = detail or message
+        self.detail = detail
 
 
 class Unauthorized(DeliveryFailed):
@@ -35,13 +36,14 @@ class UnexpectedAnswer(DeliveryFailed):
 class Rejected(Exception):
     """The server refused the request as invalid; sending it again will not help.
 
-    `status` is the HTTP status; `detail` the server's own words (its `detail`).
+    `status` is the HTTP status; `detail` the server's own words (its `detail`),
+    None when it sent none.
     """
 
     def __init__(self, message, status=None, detail=None):
         super().__init__(message)
         self.status = status
-        self.detail = detail or message
+        self.detail = detail
 
 
 class NotFound(Rejected):

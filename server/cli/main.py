@@ -209,7 +209,10 @@ def export(
     with server_api(root, token) as api:
         text = api.export_csv(_found_run(api, run, project).id)
     if output:
-        output.write_text(text)
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            fail(f"Could not write {output}: {exc.strerror or exc}.")
         console.print(f"Wrote {output}")
     else:
         typer.echo(text, nl=False)

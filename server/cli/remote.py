@@ -61,6 +61,11 @@ def failure_line(root, exc):
             f"No Callboard server at {root} ({one_line(exc)}): start one with `callboard serve`, "
             "or pass --root URL (or set CALLBOARD_ROOT)."
         )
+    if status is not None and status >= 400 and exc.detail is None:
+        return (
+            f"{root} answered {status} without Callboard's JSON: "
+            "not a Callboard server? Check --root."
+        )
     if status == 401:
         return (
             f"The server at {root} refused the token ({exc.detail}): "
@@ -83,6 +88,8 @@ def server_api(root, token):
         with server_api(root, token) as api:
             print(api.list_runs().total)
     """
+    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+        fail("--token is not a Callboard token: tokens are printable ASCII, without spaces.")
     api = ServerApi(root or DEFAULT_ROOT, token=token)
     try:
         yield api
