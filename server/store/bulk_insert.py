@@ -71,6 +71,7 @@ class BulkInsert:
         if one_row is None:
             values = {c.key: bindparam(c.key, type_=c.type) for c in self.columns}
             one_row = self._compile("sqlite", sqlite.insert(self.table).values(values))
+            self._sqlite[1] = one_row
         row = f"({', '.join(['?'] * len(self.columns))})"
         head, found, tail = one_row.partition(row)
         if not found:

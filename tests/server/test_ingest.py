@@ -1,3 +1,10 @@
+from unittest import mock
+
+from sqlalchemy import create_engine
+
+from callboard.server.store import bulk_insert
+from callboard.server.store.models import Base, MetricPoint
+
 from .helpers import create_run, epoch_event, post_events, wait_until_lost
 
 
@@ -146,3 +153,23 @@ def test_a_batch_out_of_step_order_keeps_each_metrics_latest_step(api):
     )
     run = api.get(f"/api/v1/runs/{run_id}").json()
     assert run["last"] == {"acc": 0.9, "loss": 0.1, "lr": 1.0}
+
+
+def test_a_bulk_insert_is_compiled_once_whatever_its_row_counts():
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    points = bulk_insert.BulkInsert(MetricPoint.__table__)
+    counts = (4, 37, 1, points.rows_per_statement + 3)
+    with (
+        mock.patch.object(
+            bulk_insert, "driver_statement", wraps=bulk_insert.driver_statement
+        ) as compiled,
+        engine.begin() as connection,
+    ):
+        cursor = connection.connection.cursor()
+        for count in counts:
+            rows = [(1, f"key{count}", step, None, 0.5, 1.0) for step in range(count)]
+            points.insert(cursor, connection.dialect, rows)
+        stored = cursor.execute("SELECT key, COUNT(*) FROM metric_points GROUP BY key").fetchall()
+    assert compiled.call_count == 1
+    assert dict(stored) == {f"key{count}": count for count in counts}
