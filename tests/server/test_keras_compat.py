@@ -131,11 +131,13 @@ def test_silent_stock_run_ends_finished_not_lost(api, settings, query):
 def test_silent_stock_run_stopped_remotely_ends_stopped(api, settings, acknowledged, status, state):
     import time
 
-    settings.lost_after_seconds = 0.2
     run_id = post_epoch(api, 0, "?run=stock", loss=0.5)
     assert api.post(f"/api/v1/runs/{run_id}/stop", json={}).status_code == 200
     if acknowledged:  # as RemoteStop(run="stock") beside the stock callback does
         assert api.post(f"/api/v1/runs/{run_id}/control/ack").status_code == 200
+    # Silent from now on: on a slow machine, a 0.2 s limit set before the stop ended
+    # the run before the stop reached it (409).
+    settings.lost_after_seconds = 0.2
     deadline = time.monotonic() + 5
     while api.get(f"/api/v1/runs/{run_id}").json()["status"] == "running":
         assert time.monotonic() < deadline
