@@ -1,6 +1,7 @@
 """The few HTTP calls the client makes, with the server's answers sorted into outcomes."""
 
 import threading
+import time
 
 import httpx
 
@@ -103,6 +104,17 @@ class ServerApi:
         self.headers = all_headers
         self.max_events_per_request = MAX_EVENTS_PER_REQUEST  # both shrink after a 413
         self.max_values_per_request = MAX_VALUES_PER_REQUEST
+        self.slowest_answer = 0.0  # seconds one request took lately (shrinks by 0.8 a request)
+        self._sent_at = {}  # thread id -> when the request that thread waits on was sent
+
+    def pending_for(self, thread):
+        """Seconds the request `thread` waits on has been pending; None while it waits on none.
+
+        Each request counts alone: a thread making many requests that each answer
+        promptly is never pending long.
+        """
+        sent = self._sent_at.get(thread.ident)
+        return None if sent is None else time.monotonic() - sent
 
     @property
     def client(self):
@@ -123,10 +135,16 @@ class ServerApi:
 
     def _send(self, method, path, **kwargs):
         """The server's answer to one request; raises its outcome when it is an error."""
+        client = self.client
+        thread = threading.get_ident()  # the api is shared: the sender's, the stop poller's
+        self._sent_at[thread] = sent = time.monotonic()
         try:
-            response = self.client.request(method, self.root + path, headers=self.headers, **kwargs)
+            response = client.request(method, self.root + path, headers=self.headers, **kwargs)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: e.g. a root's bad port
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            del self._sent_at[thread]
+        self.slowest_answer = max(time.monotonic() - sent, 0.8 * self.slowest_answer)
         status = response.status_code
         if status < 400:
             return response

@@ -12,8 +12,8 @@ from ._api import DeliveryFailed, Rejected, Unauthorized, UnexpectedAnswer, requ
 
 CLOSING_ATTEMPTS = 5  # failed deliveries after close() before the spool is left for later
 CLOSING_BACKOFF = 0.5
-STALLED_AFTER = 0.25  # least seconds a request may hang before close() stops waiting for it
-STALLED_FACTOR = 4  # ... or this many times the slowest recent answer, if longer
+STALLED_AFTER = 0.25  # least seconds one request may hang before close() stops waiting for it
+STALLED_FACTOR = 4  # ... or this many times the slowest recent answer to one request, if longer
 
 
 class EventSender:
@@ -61,10 +61,9 @@ class EventSender:
         self._due_at = None  # when the oldest waiting non-urgent event must leave
         self._ack_pending = False
         self._inflight = []
-        self._inflight_since = None
-        self._slowest_answer = 0.0
         self._wake = threading.Event()
         self._idle = threading.Event()
+        self._idle_lock = threading.Lock()  # idle is set only while nothing waits in the queue
         self._closing = False
         self._closing_attempts = 0
         self._failures = 0
@@ -88,8 +87,9 @@ class EventSender:
         Urgent events are sent at once; others wait up to `batch_window` seconds
         to travel together, sparing the server (and this process) a request per batch.
         """
-        self._queue.append(event)
-        self._idle.clear()
+        with self._idle_lock:
+            self._queue.append(event)
+            self._idle.clear()
         if len(self._queue) > self.max_queue:
             self._spool(self._drain())
         if urgent:
@@ -101,8 +101,9 @@ class EventSender:
 
     def acknowledge_stop(self):
         """Acknowledge a requested stop on the server before any event submitted later."""
-        self._ack_pending = True
-        self._idle.clear()
+        with self._idle_lock:
+            self._ack_pending = True
+            self._idle.clear()
         self._wake.set()
 
     def flush(self, timeout):
@@ -163,11 +164,12 @@ class EventSender:
             self._thread.join(0.01)
 
     def _pending_longer_than(self, seconds):
-        since = self._inflight_since
-        return since is not None and time.monotonic() - since > seconds
+        """True when the sender's current request (not its whole delivery) is that old."""
+        pending = self.api.pending_for(self._thread)
+        return pending is not None and pending > seconds
 
     def _gave_up(self):
-        limit = max(STALLED_AFTER, STALLED_FACTOR * self._slowest_answer)
+        limit = max(STALLED_AFTER, STALLED_FACTOR * self.api.slowest_answer)
         return self._unreachable_at_close() or self._pending_longer_than(limit)
 
     def _spool(self, events):
@@ -213,8 +215,9 @@ class EventSender:
             return True
         if self._idle_too_long():
             self._heartbeat()
-        if not self._queue and not self._ack_pending:
-            self._idle.set()
+        with self._idle_lock:  # else an event submitted after the check would count as handled
+            if not self._queue and not self._ack_pending:
+                self._idle.set()
         return False
 
     def _queue_due(self):
@@ -272,7 +275,6 @@ class EventSender:
 
     def _deliver(self, batch):
         self._inflight = batch
-        self._inflight_since = started = time.monotonic()
         try:
             self._register()
             if self._ack_pending:
@@ -288,12 +290,10 @@ class EventSender:
             self._note_failure(exc)
         else:
             self._failures = 0
-            self._last_sign_of_life = now = time.monotonic()
-            self._slowest_answer = max(now - started, 0.8 * self._slowest_answer)
+            self._last_sign_of_life = time.monotonic()
             self._replay_idle_spools_once()
         finally:
             self._inflight = []
-            self._inflight_since = None
 
     def _acknowledge(self):
         try:
@@ -341,13 +341,11 @@ class EventSender:
         self._warn_once(event.get("kind"), f"Callboard dropped an event: {exc}")
 
     def _heartbeat(self):
-        self._inflight_since = time.monotonic()
         try:
             self.api.heartbeat(self.run_id)
         except (DeliveryFailed, Rejected):
             pass  # the next one is due a whole interval later all the same, not at once
         finally:
-            self._inflight_since = None
             self._last_sign_of_life = time.monotonic()
 
     def _note_failure(self, exc):

@@ -84,7 +84,8 @@ class FakeServer:
 
     `fail_next(n, status)` makes the next n requests fail; `down = True` refuses all;
     `hold_kind = "train_end"` makes a post with that kind wait until `release` is set;
-    `max_values = n` answers 413 to an events request carrying more than n metric values.
+    `max_values = n` answers 413 to an events request carrying more than n metric values;
+    `delay = s` makes each request take `s` seconds (a slow server, or a loaded machine).
     `listening(server)` serves it over real HTTP on 127.0.0.1.
     """
 
@@ -99,6 +100,7 @@ class FakeServer:
         self.reject_kinds = set()
         self.hold_kind = None
         self.max_values = None
+        self.delay = 0.0
         self.release = threading.Event()
 
     def fail_next(self, count, status=500, headers=None):
@@ -122,6 +124,8 @@ class FakeServer:
 
     def handle(self, request):
         self.requests.append(request)
+        if self.delay:
+            time.sleep(self.delay)
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
         if self.failures:

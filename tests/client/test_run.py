@@ -1,11 +1,13 @@
 import json
 import math
+import threading
 import time
+import warnings
 from types import SimpleNamespace
 
 import pytest
 
-from callboard.client import Run
+from callboard.client import Run, _sender
 from callboard.client._api import DeliveryFailed
 from callboard.client._sender import EventSender
 from callboard.client._spool import Spool, read_spool_file, spool_files
@@ -142,6 +144,62 @@ def test_non_urgent_events_arrive_within_the_batch_window_sharing_requests(serve
     run.finish()
 
 
+def test_flush_waits_for_an_event_submitted_just_as_the_sender_went_idle(server):
+    # The sender found its queue empty, then marked itself idle: an event submitted and a
+    # flush begun in between found it idle, and flush() returned with the event unsent.
+    run = make_run(server).start()
+    assert run.flush(5)
+    sender = run._sender
+    reached = threading.Event()  # the other thread waits in flush(), or for the sender's lock
+    seen = {}
+
+    def log_and_flush():
+        run.log({"loss": 1.0}, epoch=0)
+        seen["flushed"] = run.flush(5)
+        seen["stored"] = [e["kind"] for e in server.stored()]
+
+    other = threading.Thread(target=log_and_flush)
+
+    class IdleLate(threading.Event):
+        """The sender's idle flag: its first set() lets `other` run up to a wait first."""
+
+        def set(self):
+            if not other.ident:  # the sender thread, having found its queue empty
+                other.start()
+                assert reached.wait(5)
+                super().set()
+                if seen.get("waiting"):
+                    other.join(5)  # flush() returned: before the sender could go on
+                return
+            super().set()
+
+        def wait(self, timeout=None):
+            seen["waiting"] = True
+            reached.set()
+            return super().wait(timeout)
+
+    class SaysWhenWaitedFor:
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def __enter__(self):
+            if not self.lock.acquire(blocking=False):
+                reached.set()
+                self.lock.acquire()
+
+        def __exit__(self, *exc):
+            self.lock.release()
+
+    sender._idle_lock = SaysWhenWaitedFor()
+    sender._idle = IdleLate()
+    sender._wake.set()  # a step with nothing to do: it ends by marking the sender idle
+    assert reached.wait(10)  # set once `other` runs
+    other.join(10)
+    assert seen["flushed"]
+    assert seen["stored"][-1] == "epoch_end"
+    run.finish()
+
+
 def test_an_unreachable_server_gets_one_spool_write_per_window_not_per_event(server, monkeypatch):
     server.down = True
     run = make_run(server).start()
@@ -188,6 +246,24 @@ def test_a_request_stalled_at_finish_still_delivers_once_it_answers(server, _spo
     while spool_files(_spool_dir) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.stored()[-1]["data"] == {"status": "finished"}
+    assert not spool_files(_spool_dir)
+
+
+def test_finish_waits_for_many_prompt_answers_that_together_take_long(server, _spool_dir):
+    # finish() timed one whole delivery, all its requests together, as if it were one
+    # request: past 0.25 s it took the run's last events for a hung request and left them
+    # in the spool, though the server answered each request at once.
+    run = make_run(server).start()
+    assert run.flush(5)
+    server.max_values = 1  # e.g. a strict proxy: one metric value per request, after 413s
+    server.delay = 0.05  # each answer is prompt; the ~25 requests below take over a second
+    for step in range(10):
+        run.log_event("batch_end", step=step, metrics={"loss": 1.0}, urgent=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # e.g. "the run ended with events..."
+        run.finish()
+    assert [e["step"] for e in server.stored() if e["kind"] == "batch_end"] == list(range(10))
+    assert server.stored()[-1]["kind"] == "train_end"
     assert not spool_files(_spool_dir)
 
 
@@ -298,17 +374,24 @@ def test_no_request_carries_more_than_10000_metric_values(server):
     assert [e["step"] for e in server.stored() if e["kind"] == "batch_end"] == list(range(25))
 
 
-def test_a_request_refused_as_too_large_is_split_and_later_ones_stay_small(server, _spool_dir):
+def test_a_request_refused_as_too_large_is_split_and_later_ones_stay_small(
+    server, _spool_dir, monkeypatch
+):
+    # On a loaded CI machine finish() took this test's many quick requests for a hung one
+    # (it timed them together) and left events in the spool; a flush() could also return
+    # before the sender had taken the events submitted just before it.
+    monkeypatch.setattr(_sender, "STALLED_AFTER", 60.0)  # stalls are not tested here
     server.max_values = 2_500  # e.g. a proxy stricter than Callboard
     run = make_run(server).start()
-    run.flush(5)
+    assert run.flush(5)
     wide = {f"m{i}": float(i) for i in range(1000)}
     for step in range(25):
         run.log_event("batch_end", step=step, metrics=wide, urgent=False)
-    run.flush(5)  # how far the sender got before the outage must not depend on timing
+    assert run.flush(5)  # how far the sender got before the outage must not depend on timing
+    assert len(server.stored()) == 26
     server.down = True  # what is spooled meanwhile goes through the same split
     run.log_event("batch_end", step=25, metrics=wide)
-    run.flush(5)
+    assert run.flush(5)
     server.down = False
     run.finish()
     assert [e["step"] for e in server.stored() if e["kind"] == "batch_end"] == list(range(26))
