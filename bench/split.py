@@ -156,7 +156,8 @@ def split(database_url, requests=2000):
         watch.wrap(events, name, stage)
     watch.wrap(events, "store_events", "store")
     watch.wrap(GroupCommit, "run", "writer turn")
-    watch.wrap(GroupCommit, "_commit", "transaction")
+    watch.wrap(GroupCommit, "_commit", "transaction")  # on the writer thread
+    watch.wrap(GroupCommit, "_commit_pending", "transaction")  # inline, on the event loop
     try:
         app = create_app(Settings(database_url=database_url))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -40,7 +40,7 @@ from callboard.server.live import make_hub
 from callboard.server.settings import Settings
 from callboard.server.store import migrate
 from callboard.server.store.db import Database
-from callboard.server.store.group_commit import GroupCommit
+from callboard.server.store.group_commit import INLINE_SIZE, GroupCommit
 from callboard.server.store.ingest import RunNotFound
 from callboard.server.store.run_writes import RunWrites
 from callboard.server.web import api_docs, pages
@@ -66,7 +66,7 @@ async def lifespan(app):
         await run_in_threadpool(migrate.upgrade, settings.database_url)
     app.state.database = Database(settings.database_url)
     app.state.tokens = TokenStore(app.state.database, require_tokens=settings.require_tokens)
-    app.state.writer = GroupCommit(app.state.database)
+    app.state.writer = GroupCommit(app.state.database, inline_size=INLINE_SIZE)
     app.state.writer.start()
     app.state.run_writes = RunWrites(app.state.writer, app.state.hub)
     await run_in_threadpool(app.state.hub.start)
@@ -75,6 +75,7 @@ async def lifespan(app):
         yield
     finally:
         sweeper.cancel()
+        app.state.writer.stop_inline()
         await run_in_threadpool(app.state.writer.stop)
         await run_in_threadpool(app.state.hub.stop)
         app.state.database.dispose()

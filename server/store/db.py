@@ -107,10 +107,10 @@ def _configure_sqlite(engine, write_lock):
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        if mode == "IMMEDIATE":
+        if mode == "IMMEDIATE" and not write_lock.held_by(connection):
             write_lock.acquire(connection)
-        try:
-            connection.exec_driver_sql(f"BEGIN {mode}")
+        try:  # on the driver: SQLAlchemy's statement machinery costs more than BEGIN itself
+            connection.connection.dbapi_connection.execute(f"BEGIN {mode}")
         except BaseException:
             write_lock.release(_dbapi_connection(connection))
             raise
@@ -149,6 +149,16 @@ class WriteLock:
     def acquire(self, connection):
         if self._lock.acquire(timeout=self.timeout):
             self._holder = _dbapi_connection(connection)
+
+    def try_acquire(self, connection):
+        """Take the lock for `connection` only if it is free now; True if taken."""
+        if self._lock.acquire(blocking=False):
+            self._holder = _dbapi_connection(connection)
+            return True
+        return False
+
+    def held_by(self, connection):
+        return self._holder is not None and self._holder is _dbapi_connection(connection)
 
     def release(self, dbapi_connection):
         """Release the lock if `dbapi_connection` holds it; otherwise do nothing."""
