@@ -5,17 +5,18 @@ lifespan on a uvloop event loop and calls it as uvicorn would (an ASGI
 `http` scope, the body in one message), one epoch post after the other. For
 the time of the benchmark only, wrappers time the stages of a request:
 
-- parse: `json_body` (reading the body, validating the `EventBatch`);
-- auth: `authorize` (the caller from the token cache, its scope, the rate limit);
-- store: `store_events` on the writer thread (the SELECT, the INSERTs, the UPDATE);
-- commit: the writer's transaction around it (`BEGIN IMMEDIATE`, `COMMIT`);
-- hops: the writer's turn minus the transaction: the queue to the writer
-  thread and the answer back to the event loop;
-- answer: `json_answer` (encoding the answer);
-- route, rest: the handler's own code between those stages (path id, value
-  limit, turns, publishing to the live hub);
-- middleware and routing: the app's whole time minus the handler's
-  (the middleware stack, Starlette's router, FastAPI's request and response).
+- parse: `validate_json` (validating the `EventBatch` from the body);
+- auth: the caller from the token cache, its scope, the rate limit;
+- store: `store_events` (the SELECT, the INSERTs, the UPDATE);
+- commit: the transaction around it (`BEGIN IMMEDIATE`, `COMMIT`), on the
+  event loop (SQLite) or the writer thread;
+- hops: the writer's turn minus the transaction: waiting for the loop's next
+  turn, or the queue to the writer thread and the answer back;
+- answer: encoding and sending the answer;
+- route, rest: the lane's code between those stages (value limit, turns,
+  publishing to the live hub);
+- middleware: the app's whole time minus the lane's: reading the headers and
+  the body, and the layers ahead of the lane (`ingest_lane`).
 
 Wrappers are found by name; a stage whose function moved reports nothing.
 """
@@ -118,14 +119,6 @@ async def call(app, method, path, body):
     return answer["status"], answer["body"]
 
 
-def _ingest_route(router):
-    """The APIRoute of `POST /runs/{run_id}/events` in the events router."""
-    for route in router.routes:
-        if route.path.endswith("/events") and "POST" in route.methods:
-            return route
-    raise LookupError("POST /runs/{run_id}/events")
-
-
 async def _drive(app, requests, watch):
     async with app.router.lifespan_context(app):
         status, body = await call(app, "POST", "/api/v1/runs", b'{"name": "split"}')
@@ -144,16 +137,16 @@ def split(database_url, requests=2000):
     """Median µs per stage of `requests` sequential epoch posts, and of the whole app call."""
     import uvloop
 
+    from callboard.server.api import ingest_lane
     from callboard.server.api.routes import events
     from callboard.server.main import create_app
     from callboard.server.settings import Settings
     from callboard.server.store.group_commit import GroupCommit
 
     watch = Stopwatch()
-    # FastAPI builds an included route from its endpoint on the first request: wrap first.
-    watch.wrap(_ingest_route(events.router), "endpoint", "handler")
-    for name, stage in (("authorize", "auth"), ("json_body", "parse"), ("json_answer", "answer")):
-        watch.wrap(events, name, stage)
+    stages = {"_stored": "handler", "_ingest_caller": "auth", "validate_json": "parse"}
+    for name, stage in {**stages, "_answer": "answer"}.items():
+        watch.wrap(ingest_lane, name, stage)
     watch.wrap(events, "store_events", "store")
     watch.wrap(GroupCommit, "run", "writer turn")
     watch.wrap(GroupCommit, "_commit", "transaction")  # on the writer thread
@@ -180,10 +173,8 @@ def _stages(samples):
         "commit": _minus(get("transaction"), get("store")),
         "hops": _minus(get("writer turn"), get("transaction")),
         "answer": get("answer"),
-        "route, rest": _minus(
-            get("handler"), get("parse"), get("auth"), get("writer turn"), get("answer")
-        ),
-        "middleware": _minus(get("app"), get("handler")),
+        "route, rest": _minus(get("handler"), get("parse"), get("auth"), get("writer turn")),
+        "middleware": _minus(get("app"), get("handler"), get("answer")),
     }
     stages["total"] = get("app")
     stages["mean"] = statistics.fmean(samples["app"]) * 1e6

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from callboard.server.api.deps import run_not_found
 from callboard.server.api.fast_path import direct_route
+from callboard.server.api.ingest_lane import IngestLane
 from callboard.server.api.routes import (
     control,
     events,
@@ -123,11 +124,15 @@ def create_app(settings=None):
     app.add_exception_handler(OperationalError, _database_busy)
     app.add_exception_handler(RunNotFound, _run_not_found)
     app.add_exception_handler(RequestValidationError, validation_error_answer)
-    # The last added runs first: headers on every answer, then Host, cross-site, size.
+    # The last added runs first: clean event posts (`ingest_lane`), then headers on every
+    # answer, Host, cross-site, size.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(HostAllowList, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(
+        IngestLane, allowed_hosts=settings.allowed_hosts, max_body_bytes=settings.max_body_bytes
+    )
     # Routers are matched in order: the hottest (event ingest) first.
     for module in (events, runs, metrics, control, stream, tokens, health, sparklines, extremes):
         app.include_router(module.router, prefix="/api/v1")

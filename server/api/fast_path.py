@@ -56,8 +56,8 @@ async def json_body(request: Request, model):
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
-    is_json = _is_json(request.headers.get("content-type"))
-    validate = functools.partial(validate_json, model) if is_json else None
+    json_sent = is_json(request.headers.get("content-type"))
+    validate = functools.partial(validate_json, model) if json_sent else None
     try:
         if validate is None:
             return model.model_validate(body)
@@ -149,7 +149,7 @@ def inline_schema(model):
     return resolve(schema)
 
 
-def _is_json(content_type):
+def is_json(content_type):
     if not content_type:
         return False
     kind = content_type.partition(";")[0].strip().lower()

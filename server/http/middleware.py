@@ -203,6 +203,12 @@ def host_allowed(host, allowed):
     return False
 
 
+def served_whatever_the_mode(host, allowed):
+    """True for a Host name served with or without tokens: loopback ones, and those that
+    `allowed` (`CALLBOARD_ALLOWED_HOSTS`, parsed) names."""
+    return host in LOOPBACK_HOSTS or bool(allowed) and host_allowed(host, allowed)
+
+
 async def in_open_mode(app):
     """`TokenStore.open_mode()`, from the token cache on the event loop when it can."""
     tokens = app.state.tokens
@@ -224,7 +230,7 @@ class HostAllowList:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         host = host_name(header_values(scope, (b"host",)).get("host", ""))
-        if host in LOOPBACK_HOSTS or (self.allowed and host_allowed(host, self.allowed)):
+        if served_whatever_the_mode(host, self.allowed):
             return await self.app(scope, receive, send)
         if self.allowed is None:
             try:

@@ -33,12 +33,20 @@ async def post_events(request: Request):
 
     Every accepted event is committed before the answer; concurrent batches
     share a transaction (`group_commit`). Served without dependency injection
-    (`lean`): the same checks, at a fraction of the cost per request.
+    (`fast_path`), and a clean small batch even ahead of the middleware stack
+    (`ingest_lane`): the same checks, at a fraction of the cost per request.
     """
     principal = await authorize(request, "ingest")
     run_id = row_id(request)
     events = (await json_body(request, EventBatch)).events
-    state = request.app.state
+    return json_answer(await store_batch(request.app.state, principal, run_id, events))
+
+
+async def store_batch(state, principal, run_id, events):
+    """Store `events` of run `run_id` for `principal`; the `IngestResult` as a dict.
+
+    413 when they hold more metric values than the server takes in one request.
+    """
     limit_values(events, state.settings.max_values_per_request)
 
     def work(connection, changed, part):
@@ -50,13 +58,11 @@ async def post_events(request: Request):
     # what a failed turn left stored).
     turns = in_turns(sorted(events, key=attrgetter("seq")), size_of=values_in)
     stored = await state.run_writes.write_in_turns(work, turns, order=run_id)
-    return json_answer(
-        {
-            "accepted": sum(part.accepted for part in stored),
-            "duplicates": sum(part.duplicates for part in stored),
-            "status": stored[-1].status,
-        }
-    )
+    return {
+        "accepted": sum(part.accepted for part in stored),
+        "duplicates": sum(part.duplicates for part in stored),
+        "status": stored[-1].status,
+    }
 
 
 def values_in(event):
