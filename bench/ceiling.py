@@ -159,14 +159,14 @@ def measure(seconds, rounds, quick=False):
 
 
 STAGE_NOTES = {
-    "parse": "reading the body, validating the EventBatch",
+    "parse": "validating the EventBatch from the body",
     "auth": "the caller from the token cache, scope, rate limit",
-    "store": "SELECT run, INSERT event, points, rollups, UPDATE run (writer thread)",
-    "commit": "the writer's transaction: BEGIN IMMEDIATE / COMMIT",
-    "hops": "event loop → writer thread → event loop",
-    "answer": "encoding the answer",
-    "route, rest": "the handler's own code between those",
-    "middleware": "middleware stack, routing, Request and Response objects",
+    "store": "SELECT run, INSERT event, points, rollups, UPDATE run",
+    "commit": "the transaction: BEGIN IMMEDIATE / COMMIT (SQLite: on the event loop)",
+    "hops": "waiting for the loop's next turn (SQLite) or the writer thread and back",
+    "answer": "encoding and sending the answer",
+    "route, rest": "the lane's own code between those (value limit, turns, live publish)",
+    "middleware": "reading headers and body, the layers ahead of the ingest lane",
 }
 
 
