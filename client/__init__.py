@@ -39,6 +39,7 @@ _CALLBACK_MODULES = {
     "ProgbarLogger": "keras_callbacks",
     "History": "keras_callbacks",
     "Callback": "keras_callbacks",
+    "CommandRefused": "_commands",
 }
 
 __all__ = ["Run", *_CALLBACK_MODULES]
