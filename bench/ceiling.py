@@ -195,6 +195,16 @@ def _split_rows(figures, splits):
             "what": "uvicorn, loopback and the client for the least work (1 / its rate)",
         }
     )
+    floor = {db: http[db][1] + stages["store"] + stages["commit"] for db, stages in splits.items()}
+    rows.append(
+        {
+            "stage": "**the database's floor**",
+            **{f"{db} µs": _us(least) for db, least in floor.items()},
+            "what": "bare endpoint + store + commit, as if all else were free: at most "
+            + ", ".join(f"{db} {http[db][1] / least:.0%}" for db, least in floor.items())
+            + " of the bare endpoint's 1-client rate while every post commits alone",
+        }
+    )
     rest = ", ".join(f"{db} {_us(ours - bare - app)}" for db, (ours, bare, app) in http.items())
     rows.append(
         {
