@@ -12,6 +12,10 @@ are Keras's classes unchanged. `BaseLogger` is gone in Keras 3: its job, averagi
 metrics over the epoch, is done by Keras's metrics themselves, and `History`,
 `ProgbarLogger` and `RemoteMonitor` record the results.
 
+`RemoteControl` goes further than `RemoteStop`: it honours every command sent
+to the run (stop, stop after this epoch, pause and resume, checkpoint now, set
+the learning rate) between batches.
+
 Example:
     ```python
     from callboard.client import RemoteMonitor, RemoteStop
@@ -27,6 +31,7 @@ from .run import Run
 _CALLBACK_MODULES = {
     "RemoteMonitor": "remote_monitor",
     "RemoteStop": "remote_stop",
+    "RemoteControl": "remote_control",
     "ModelCheckpoint": "model_checkpoint",
     "EarlyStopping": "early_stopping",
     "LearningRateScheduler": "learning_rate_scheduler",

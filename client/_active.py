@@ -1,5 +1,6 @@
 """Which Callboard run a Keras model is reporting to, so callbacks find it without wiring."""
 
+import contextlib
 import weakref
 
 _runs_by_model = weakref.WeakKeyDictionary()
@@ -45,5 +46,35 @@ def resume_uid(model):
         return None
     try:
         return _resume_uids.get(model)
+    except TypeError:
+        return None
+
+
+_checkpoints_by_model = weakref.WeakKeyDictionary()
+
+
+def attach_checkpoint(model, checkpoint):
+    """Make `checkpoint` the Callboard `ModelCheckpoint` of `model`'s training (at `set_model`).
+
+    `RemoteControl` saves through it when a `checkpoint` command arrives. With
+    several in one `fit()`, the last one given the model is used.
+    """
+    with contextlib.suppress(TypeError):  # a model that cannot be weakly referenced
+        _checkpoints_by_model[model] = checkpoint
+
+
+def detach_checkpoint(model, checkpoint):
+    """Forget `checkpoint` as `model`'s (at train end), unless another took its place."""
+    with contextlib.suppress(TypeError):
+        if _checkpoints_by_model.get(model) is checkpoint:
+            del _checkpoints_by_model[model]
+
+
+def active_checkpoint(model):
+    """Return the Callboard `ModelCheckpoint` of `model`'s training, or None."""
+    if model is None:
+        return None
+    try:
+        return _checkpoints_by_model.get(model)
     except TypeError:
         return None

@@ -5,7 +5,7 @@ import os
 import keras
 
 from ._actions import as_number, report, reporting
-from ._active import active_run
+from ._active import active_run, attach_checkpoint, detach_checkpoint
 
 
 def _file_state(path):
@@ -14,6 +14,46 @@ def _file_state(path):
     except OSError:
         return None
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+class UnfilledPlaceholder(ValueError):
+    """A checkpoint path holds a placeholder with no value now (`{val_loss}` mid-epoch)."""
+
+
+def fill_checkpoint_path(pattern, epoch, batch=None, logs=None):
+    """`pattern` with its placeholders filled as Keras's `ModelCheckpoint` fills them.
+
+    `epoch` and `batch` are Keras's 0-based indices of the epoch and of the last
+    batch done: `{epoch}` reads `epoch + 1`, `{batch}` `batch + 1`; other
+    placeholders (`{val_loss:.2f}`) come from `logs`. A placeholder with no value
+    raises `UnfilledPlaceholder` naming it.
+
+    Example:
+        >>> fill_checkpoint_path("ckpt-{epoch:02d}-{batch}.keras", epoch=2, batch=9)
+        'ckpt-03-10.keras'
+    """
+    logs = dict(logs or {})
+    values = {**logs, "epoch": epoch + 1}
+    if batch is not None and "batch" not in logs:
+        values["batch"] = batch + 1
+    try:
+        return pattern.format(**values)
+    except (KeyError, IndexError) as exc:
+        raise UnfilledPlaceholder(f"no value for the placeholder {exc} of {pattern!r}") from None
+    except ValueError as exc:  # e.g. "{loss:.2f}" given a string
+        raise UnfilledPlaceholder(f"cannot fill {pattern!r}: {exc}") from None
+
+
+def save_model(model, path, weights_only=False):
+    """Save `model` (or only its weights) to `path`, making its folder; return the absolute path."""
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    if weights_only:
+        model.save_weights(path, overwrite=True)
+    else:
+        model.save(path, overwrite=True)
+    return os.path.abspath(path)
 
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -38,6 +78,10 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
         save_freq: `"epoch"`, or save every this many batches.
         initial_value_threshold: the value to beat before the first save.
 
+    A Callboard `RemoteControl` in the same `fit()` saves through it when a
+    `checkpoint` command arrives (`save_now`): to its filepath, filled with the
+    current epoch and batch, whatever `save_best_only` and `save_freq` say.
+
     Example:
         ```python
         model.fit(x, y, validation_split=0.2, epochs=20, callbacks=[
@@ -45,6 +89,29 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
             ModelCheckpoint("best.keras", monitor="val_loss", save_best_only=True)])
         ```
     """
+
+    def set_model(self, model):
+        super().set_model(model)
+        attach_checkpoint(model, self)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        detach_checkpoint(self._model, self)
+
+    def save_now(self, epoch, batch=None, logs=None):
+        """Save now to `filepath` filled with `epoch`, `batch` and `logs`; return the absolute path.
+
+        Honours `save_weights_only`; ignores `save_best_only` and `save_freq`. The
+        caller reports the save (`RemoteControl` sends "checkpoint_saved").
+        A placeholder with no value in `logs` raises `UnfilledPlaceholder`.
+
+        Example:
+            ```python
+            path = checkpoint.save_now(epoch=3, batch=41)  # "ckpt-04-42.keras"
+            ```
+        """
+        path = fill_checkpoint_path(self.filepath, epoch, batch, logs)
+        return save_model(self.model, path, weights_only=self.save_weights_only)
 
     def _should_save_model(self, epoch, batch, logs, filepath):
         decided = super()._should_save_model(epoch, batch, logs, filepath)
