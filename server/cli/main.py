@@ -1,7 +1,8 @@
-"""The `callboard` command line: serve, inspect and stop runs, run the demo, migrate.
+"""The `callboard` command line: serve, inspect and steer runs, run the demo, migrate.
 
-`serve`, `demo`, `db ...` and `token create` open a database; `runs`, `stop`, `export`,
-`sync` and `token list|revoke` ask a server over HTTP (`--root`, `--token`).
+`serve`, `demo`, `db ...` and `token create` open a database; `runs`, `export`, `sync`,
+`token list|revoke` and the commands to a training (`stop`, `pause`, `resume`,
+`checkpoint`, `set-lr`: commands.py) ask a server over HTTP (`--root`, `--token`).
 """
 
 from pathlib import Path
@@ -13,6 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from callboard.client._api import DEFAULT_ROOT
+from callboard.server.cli.commands import found_run
+from callboard.server.cli.commands import register as register_run_commands
 from callboard.server.cli.db import (
     DbOption,
     announce_database,
@@ -26,7 +29,8 @@ from callboard.server.cli.tokens import token_app
 
 app = typer.Typer(
     help="Callboard: live dashboard and remote control for Keras training.\n\n"
-    "runs, stop, export, sync and token list|revoke ask a running server over HTTP: "
+    "runs, export, sync, token list|revoke and stop|pause|resume|checkpoint|set-lr "
+    "ask a running server over HTTP: "
     "--root URL (else CALLBOARD_ROOT, else http://127.0.0.1:8000) and --token T "
     "(else CALLBOARD_TOKEN). serve, demo, db and token create open a database: "
     "--db URL (else CALLBOARD_DATABASE_URL, else ./callboard.db).",
@@ -149,15 +153,6 @@ def _formatted(values):
     )
 
 
-def _found_run(api, run, project=None, live_first=False):
-    """The run `run` names (an id or a name), else one line and exit 1."""
-    found = api.find_run(run, project=project, live_first=live_first)
-    if found is None:
-        where = f" in project {project!r}" if project else ""
-        fail(f"No run {run!r}{where} (give an id or a name; see `callboard runs`).")
-    return found
-
-
 @app.command()
 def runs(
     project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
@@ -180,23 +175,6 @@ def runs(
 
 
 @app.command()
-def stop(
-    run: Annotated[
-        str, typer.Argument(help="Run id or name (the newest live run of that name, if any).")
-    ],
-    reason: Annotated[str | None, typer.Option(help="Why, shown on the run.")] = None,
-    project: NameInProject = None,
-    root: RootOption = DEFAULT_ROOT,
-    token: TokenOption = None,
-):
-    """Ask a running training to stop at its next batch (a control token)."""
-    with server_api(root, token) as api:
-        target = _found_run(api, run, project, live_first=True)
-        api.stop_run(target.id, reason)
-    console.print(f"Stop requested for run {target.id} ({target.name}).", markup=False)
-
-
-@app.command()
 def export(
     run: Annotated[str, typer.Argument(help="Run id or name (the newest run of that name).")],
     csv: Annotated[bool, typer.Option("--csv", help="CSV, as Keras's CSVLogger writes.")] = True,
@@ -207,7 +185,7 @@ def export(
 ):
     """Export a run's epochs (CSV) to a file or standard output (a read token)."""
     with server_api(root, token) as api:
-        text = api.export_csv(_found_run(api, run, project).id)
+        text = api.export_csv(found_run(api, run, project).id)
     if output:
         try:
             output.write_text(text)
@@ -310,3 +288,6 @@ def demo(
     except DemoServerFailed as exc:
         notes.print(f"[red]{exc}.[/red] Pick another port with --port N.")
         raise typer.Exit(1) from None
+
+
+register_run_commands(app)  # stop, pause, resume, checkpoint, set-lr: commands.py
