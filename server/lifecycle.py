@@ -1,21 +1,25 @@
 """Runs that went silent: clients that stopped sending are `lost`; stock-Keras runs ended.
 
-Heartbeats keep a client's run alive, and bring a `lost` one back.
+Heartbeats keep a client's run alive (a `paused` one too: its training waits,
+its heartbeats go on), and bring a `lost` one back.
 """
 
 import time
 
 from sqlalchemy import select
 
+from callboard.server.commands import status_on_return
 from callboard.server.store.models import STOCK_SOURCES
 from callboard.server.store.run_writes import RUNS, add_server_event, lock_run, update_run
 
 # The columns a sweep reads (never a run's config: it may be megabytes).
 SWEPT = (RUNS.c.id, RUNS.c.source, RUNS.c.updated_at, RUNS.c.stop_acknowledged_at)
+# The statuses of runs whose client is expected to keep sending (events or heartbeats).
+HEARD_STATUSES = ("running", "paused")
 
 
 def mark_silent_runs(connection, changed, lost_after_seconds, now=None):
-    """Mark running runs silent for `lost_after_seconds`; return their ids.
+    """Mark running (or paused) runs silent for `lost_after_seconds`; return their ids.
 
     Work for `RunWrites.write`. Runs fed by our client send heartbeats, so
     silence means the process is gone: `lost`. Runs fed by the stock Keras
@@ -26,7 +30,7 @@ def mark_silent_runs(connection, changed, lost_after_seconds, now=None):
     now = time.time() if now is None else now
     silent = connection.execute(
         select(*SWEPT)
-        .where(RUNS.c.status == "running", RUNS.c.updated_at < now - lost_after_seconds)
+        .where(RUNS.c.status.in_(HEARD_STATUSES), RUNS.c.updated_at < now - lost_after_seconds)
         .with_for_update(skip_locked=True, of=RUNS)
     ).all()
     for run in silent:
@@ -44,13 +48,14 @@ def mark_silent_runs(connection, changed, lost_after_seconds, now=None):
 
 
 def record_heartbeat(connection, changed, run_id, visible=None):
-    """The client of run `run_id` is alive: a `lost` run becomes `running`; return the status.
+    """The client of run `run_id` is alive: a `lost` run becomes `running` (or `paused`, when
+    a pause was its last applied command: `commands.status_on_return`); return the status.
 
     Work for `RunWrites.write`; only a revived run is published.
     `RunNotFound` unless `visible(project)`.
     """
     run = lock_run(connection, run_id, (RUNS.c.status,), visible)
-    status = "running" if run.status == "lost" else run.status
+    status = status_on_return(connection, run_id) if run.status == "lost" else run.status
     update_run(connection, run_id, updated_at=time.time(), status=status)
     if status != run.status:
         changed.add(run_id)

@@ -15,6 +15,7 @@ from callboard.server.api.deps import run_not_found
 from callboard.server.api.fast_path import direct_route
 from callboard.server.api.ingest_lane import IngestLane
 from callboard.server.api.routes import (
+    commands,
     control,
     events,
     extremes,
@@ -134,7 +135,19 @@ def create_app(settings=None):
         IngestLane, allowed_hosts=settings.allowed_hosts, max_body_bytes=settings.max_body_bytes
     )
     # Routers are matched in order: the hottest (event ingest) first.
-    for module in (events, runs, metrics, control, stream, tokens, health, sparklines, extremes):
+    routers = (
+        events,
+        runs,
+        metrics,
+        control,
+        commands,
+        stream,
+        tokens,
+        health,
+        sparklines,
+        extremes,
+    )
+    for module in routers:
         app.include_router(module.router, prefix="/api/v1")
     # Epoch posts skip FastAPI's per-request machinery (`fast_path.direct_route`).
     app.router.routes.insert(0, direct_route(events.router, "POST"))

@@ -14,8 +14,11 @@ from pydantic import (
     PlainSerializer,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 
+from callboard.server.commands import KINDS, OUTCOMES, value_problem
 from callboard.server.store.models import RUN_STATUSES
 from callboard.server.store.storable import (
     encode_number,
@@ -162,6 +165,45 @@ class EventBatch(Strict):
 
 class StopRequest(Strict):
     reason: Annotated[Text, Field(max_length=1000)] | None = None
+
+
+CommandKind = Literal[KINDS]
+MAX_COMMAND_DETAIL = 4000
+
+
+class CommandIn(Strict):
+    """A command to a run's training: `value` only for `set_learning_rate` (finite, > 0)."""
+
+    kind: CommandKind
+    value: Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = Field(
+        default=None, validate_default=True
+    )
+    reason: Annotated[Text, Field(max_length=1000)] | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _fits_the_kind(cls, value, info: ValidationInfo):
+        kind = info.data.get("kind")  # absent when the kind is wrong: its own error says so
+        problem = None if kind is None else value_problem(kind, value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def _cut_detail(text):
+    """A long detail (an exception's repr, say) is kept, cut to `MAX_COMMAND_DETAIL`."""
+    if text is None or len(text) <= MAX_COMMAND_DETAIL:
+        return text
+    return text[: MAX_COMMAND_DETAIL - 1] + "…"
+
+
+class OutcomeIn(Strict):
+    """What the training did with a command, and where (epoch, step) it took effect."""
+
+    state: Literal[OUTCOMES]
+    detail: Annotated[Text | None, AfterValidator(_cut_detail)] = None
+    epoch: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    step: int | None = Field(default=None, ge=0, le=MAX_BIGINT)
 
 
 RunStatus = Literal[RUN_STATUSES]

@@ -15,6 +15,12 @@ def run_channel(run_id):
     return f"run:{run_id}"
 
 
+def commands_channel(run_id):
+    """Published only when a command of run `run_id` is issued or cancelled: what the
+    training's long-poll for commands waits on (an epoch post never wakes it)."""
+    return f"commands:{run_id}"
+
+
 class LiveHub:
     """In-process publish/subscribe of channel names; `publish` is thread-safe."""
 

@@ -1,4 +1,4 @@
-"""The tables: projects, runs, events and metric points."""
+"""The tables: projects, runs, events, metric points and remote commands."""
 
 from sqlalchemy import (
     JSON,
@@ -19,9 +19,10 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 # Every run status, in the order the dashboard lists them: the one place they are named
 # (`schemas.RunStatus`, the answers and the dashboard's filters derive from it).
-RUN_STATUSES = ("running", "finished", "stopped", "failed", "lost")
-# A run still running, or silent for a while (`lost`), may post again; the others have ended.
-LIVE_STATUSES = ("running", "lost")
+RUN_STATUSES = ("running", "paused", "finished", "stopped", "failed", "lost")
+# A run still running, paused by a command, or silent for a while (`lost`), may post again;
+# the others have ended.
+LIVE_STATUSES = ("running", "paused", "lost")
 ENDED_STATUSES = tuple(status for status in RUN_STATUSES if status not in LIVE_STATUSES)
 # `Run.source` of runs fed by the stock keras.callbacks.RemoteMonitor: named by `?run=`, or not.
 STOCK_SOURCES = ("keras", "keras-auto")
@@ -154,6 +155,30 @@ class MetricRollup(Base):
     max_epoch: Mapped[int | None] = mapped_column(Integer)
     max_time: Mapped[float] = mapped_column(Double)
     points: Mapped[int] = mapped_column(BigInteger)
+
+
+class Command(Base):
+    """A remote command to a run's training (`server.commands` holds its rules).
+
+    `epoch` and `step` are where it took effect, as the client reported them.
+    """
+
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_run_id", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Double)
+    reason: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    requested_at: Mapped[float] = mapped_column(Double)
+    delivered_at: Mapped[float | None] = mapped_column(Double)
+    settled_at: Mapped[float | None] = mapped_column(Double)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ApiToken(Base):

@@ -29,21 +29,31 @@ RUNS, PROJECTS, EVENTS = Run.__table__, Project.__table__, Event.__table__
 
 
 class ChangedRuns:
-    """The runs a piece of work changed: each is published once the work has committed."""
+    """The runs a piece of work changed: each is published once the work has committed.
 
-    __slots__ = ("ids",)
+    `also(channel)` publishes one more channel with them (e.g. a run's
+    `hub.commands_channel`, which only a command issued or cancelled wakes).
+    """
+
+    __slots__ = ("ids", "extra")
 
     def __init__(self):
         self.ids = set()
+        self.extra = set()
 
     def add(self, run_id):
         self.ids.add(run_id)
 
+    def also(self, channel):
+        self.extra.add(channel)
+
     def channels(self):
-        """Each changed run's channel and the runs-list channel; none when nothing changed."""
+        """Each changed run's channel, the extra channels, and the runs-list channel when a
+        run changed; none when nothing changed."""
+        extra = tuple(sorted(self.extra))
         if not self.ids:
-            return ()
-        return (*(run_channel(run_id) for run_id in sorted(self.ids)), RUNS_CHANNEL)
+            return extra
+        return (*(run_channel(run_id) for run_id in sorted(self.ids)), *extra, RUNS_CHANNEL)
 
 
 class RunWrites:

@@ -18,15 +18,15 @@ from callboard.server.api.deps import (
     require,
 )
 from callboard.server.api.fast_path import authorize, documented_path, json_answer, row_id
+from callboard.server.api.routes.commands import requester
 from callboard.server.api.schemas import Name, StopRequest
 from callboard.server.auth import Principal
+from callboard.server.commands import acknowledge_stop_command, request_stop_command
 from callboard.server.control import (
     StopRefused,
-    acknowledge_stop,
     control_state,
     newest_live_run,
     read_control_row,
-    request_stop,
 )
 
 router = APIRouter(tags=["control"])
@@ -43,10 +43,17 @@ async def stop(
     principal: Controller,
     request: Annotated[StopRequest | None, Body()] = None,
 ):
-    """Ask the run to stop at its next batch; asking twice is harmless."""
+    """Ask the run to stop at its next batch; asking twice is harmless.
+
+    The first ask also issues a `stop` command (`POST /runs/{run_id}/commands`).
+    """
     reason = request.reason if request else None
     work = functools.partial(
-        request_stop, run_id=run_id, reason=reason, visible=principal.sees_project
+        request_stop_command,
+        run_id=run_id,
+        reason=reason,
+        by=requester(principal),
+        visible=principal.sees_project,
     )
     try:
         run = await writes.write(work, order=run_id)
@@ -80,8 +87,10 @@ async def read_control(request: Request):
     responses=problems(401, 403, 404, 429, 503),
 )
 async def acknowledge(run_id: RowId, writes: RunWritesDep, principal: PrincipalDep):
-    """The client saw the stop request and is stopping."""
-    work = functools.partial(acknowledge_stop, run_id=run_id, visible=principal.sees_project)
+    """The client saw the stop request and is stopping: its `stop` commands are applied."""
+    work = functools.partial(
+        acknowledge_stop_command, run_id=run_id, visible=principal.sees_project
+    )
     run = await writes.write(work, order=run_id)
     return control_state(run)
 
