@@ -166,3 +166,33 @@ class TokenList(Answer):
     """`GET /api/v1/tokens`: the tokens the caller may manage."""
 
     tokens: list[Token]
+
+
+@record
+class CommandRecord(Answer):
+    """A command sent to a run (`stop`, `pause`, `set_learning_rate`...) and where it stands.
+
+    Mirrors the server's `Command`: `state` is requested, delivered, applied,
+    refused (`detail` says why) or cancelled; `epoch` / `step` where it took effect.
+    """
+
+    id: int
+    run_id: int
+    kind: str
+    value: float | None = None
+    reason: str | None = None
+    state: str
+    detail: str | None = None
+    requested_by: str | None = None
+    requested_at: float
+    delivered_at: float | None = None
+    settled_at: float | None = None
+    epoch: int | None = None
+    step: int | None = None
+
+
+@record
+class CommandList(Answer):
+    """`GET .../commands` and `GET .../commands/pending`: a run's commands, oldest first."""
+
+    commands: list[CommandRecord]

@@ -6,6 +6,8 @@ import time
 import httpx
 
 from ._answers import (
+    CommandList,
+    CommandRecord,
     ControlState,
     Heartbeat,
     IngestResult,
@@ -21,6 +23,8 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 MAX_EVENTS_PER_REQUEST = 5_000  # well under the server's own limits (413 beyond them)
 MAX_VALUES_PER_REQUEST = 10_000  # metric values in one request
 DEFAULT_PORTS = {"http": 80, "https": 443}
+LONG_POLL_WAIT = 25.0  # seconds the server holds `pending_commands` open when there is none
+LONG_POLL_MARGIN = 10.0  # the read timeout is the wait plus this: the server answers by then
 LIVE_STATUSES = ("running", "lost")  # a run not ended yet: its training may still be stopped
 
 
@@ -133,8 +137,11 @@ class ServerApi:
                 self._client.close()
                 self._client = None
 
-    def _send(self, method, path, **kwargs):
-        """The server's answer to one request; raises its outcome when it is an error."""
+    def _send(self, method, path, long_poll=False, **kwargs):
+        """The server's answer to one request; raises its outcome when it is an error.
+
+        A `long_poll` request waits on purpose: it does not count as a slow answer.
+        """
         client = self.client
         thread = threading.get_ident()  # the api is shared: the sender's, the stop poller's
         self._sent_at[thread] = sent = time.monotonic()
@@ -144,7 +151,8 @@ class ServerApi:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             del self._sent_at[thread]
-        self.slowest_answer = max(time.monotonic() - sent, 0.8 * self.slowest_answer)
+        if not long_poll:
+            self.slowest_answer = max(time.monotonic() - sent, 0.8 * self.slowest_answer)
         status = response.status_code
         if status < 400:
             return response
@@ -246,6 +254,39 @@ class ServerApi:
         except NotFound:
             return None
 
+    def pending_commands(self, run_id, after=0, wait=LONG_POLL_WAIT):
+        """Run `run_id`'s commands not yet applied or refused with an id above `after`.
+
+        When there is none the server waits up to `wait` seconds (0 to 30) for one
+        to be issued before it answers, possibly with none. Returns a list of
+        `CommandRecord`, oldest first; the server marks them `delivered`.
+
+        Example:
+            >>> api.pending_commands(12, after=3, wait=25)  # doctest: +SKIP
+            [CommandRecord(id=4, run_id=12, kind='pause', state='delivered', ...)]
+        """
+        timeout = httpx.Timeout(wait + LONG_POLL_MARGIN, connect=DEFAULT_TIMEOUT.connect)
+        params = {"after": after, "wait": int(wait) if float(wait).is_integer() else wait}
+        path = f"/api/v1/runs/{run_id}/commands/pending"
+        answer = self._request(
+            "GET", path, CommandList, params=params, timeout=timeout, long_poll=wait > 0
+        )
+        return answer.commands
+
+    def report_outcome(self, run_id, command_id, state, detail=None, epoch=None, step=None):
+        """Tell the server how command `command_id` ended: `state` "applied" or "refused".
+
+        Reporting the same outcome again changes nothing; a command settled otherwise
+        (or cancelled) raises `Rejected` (409). Returns its `CommandRecord` now.
+        """
+        fields = {"detail": detail, "epoch": epoch, "step": step}
+        body = {
+            "state": state,
+            **{key: value for key, value in fields.items() if value is not None},
+        }
+        path = f"/api/v1/runs/{run_id}/commands/{command_id}/outcome"
+        return self._request("POST", path, CommandRecord, json=body)
+
     # What `callboard runs`, `stop`, `export` and `token` ask: read, control and admin tokens.
 
     def list_runs(self, name=None, project=None, status=None, limit=100, offset=0):
@@ -289,6 +330,33 @@ class ServerApi:
         """
         body = {"reason": reason} if reason else None
         return self._request("POST", f"/api/v1/runs/{run_id}/stop", ControlState, json=body)
+
+    def issue_command(self, run_id, kind, value=None, reason=None):
+        """Send run `run_id` a command (a control token); its `CommandRecord`.
+
+        Raises `Rejected`: 409 once the run has ended, 422 for an unknown `kind` or
+        a bad `value`.
+
+        Example:
+            >>> api = ServerApi(token="cb_...")
+            >>> api.issue_command(12, "set_learning_rate", 1e-4)  # doctest: +SKIP
+            CommandRecord(id=5, run_id=12, kind='set_learning_rate', value=0.0001, ...)
+        """
+        body = {"kind": kind}
+        if value is not None:
+            body["value"] = value
+        if reason:
+            body["reason"] = reason
+        return self._request("POST", f"/api/v1/runs/{run_id}/commands", CommandRecord, json=body)
+
+    def list_commands(self, run_id):
+        """Every command run `run_id` was sent, oldest first (`CommandRecord`s)."""
+        return self._request("GET", f"/api/v1/runs/{run_id}/commands", CommandList).commands
+
+    def cancel_command(self, run_id, command_id):
+        """Cancel command `command_id` not yet applied or refused (409 once it is)."""
+        path = f"/api/v1/runs/{run_id}/commands/{command_id}/cancel"
+        return self._request("POST", path, CommandRecord)
 
     def export_csv(self, run_id):
         """Run `run_id`'s epochs as CSV text, shaped as Keras's `CSVLogger` writes them."""

@@ -74,6 +74,11 @@ def ingest_answer(accepted, duplicates=0):
     return IngestResult(accepted=accepted, duplicates=duplicates, status="running").model_dump()
 
 
+def command_answer(command):
+    """A command as the server answers it (`Command`), from the fake's record of it."""
+    return dict(command)
+
+
 def problem(status, detail, headers=None):
     """An error answer, as the server sends them."""
     return httpx.Response(status, headers=headers, json=Problem(detail=detail).model_dump())
@@ -87,6 +92,18 @@ class FakeServer:
     `max_values = n` answers 413 to an events request carrying more than n metric values;
     `delay = s` makes each request take `s` seconds (a slow server, or a loaded machine).
     `listening(server)` serves it over real HTTP on 127.0.0.1.
+
+    Commands: `issue(kind)` sends the run one (as `POST .../commands` does), and
+    `stop_requested = True` a `stop` to each run (as `POST .../stop` does).
+    `GET .../commands/pending` waits like the server's long-poll (a condition, not
+    sleeps); `cut_long_polls = "timeout"` holds any waiting one past the client's
+    read timeout, `"reset"` drops its connection (proxies that cut waiting requests),
+    answering `wait=0` polls as usual; `ignore_after = True` answers every pending
+    command whatever `after` says (a re-delivery); `refuse_commands = 401` refuses
+    the pending requests; `hang_commands` (an Event) makes commands requests wait
+    until it is set; `failing_outcomes = n` answers the next n outcomes 503;
+    `no_commands_api = True` plays a server that predates commands (404).
+    `outcomes` lists each outcome posted, as (command id, state, detail, epoch, step).
     """
 
     def __init__(self):
@@ -95,13 +112,70 @@ class FakeServer:
         self.requests = []
         self.down = False
         self.failures = []
-        self.stop_requested = False
+        self._stop_requested = False
         self.acknowledged = False
         self.reject_kinds = set()
         self.hold_kind = None
         self.max_values = None
         self.delay = 0.0
         self.release = threading.Event()
+        self.commands = {}  # command id -> its record, as the server answers it
+        self.outcomes = []
+        self.pending_asked = []  # (after, wait) of each pending request
+        self.cut_long_polls = None
+        self.failing_outcomes = 0
+        self.no_commands_api = False
+        self.ignore_after = False
+        self.refuse_commands = None
+        self.hang_commands = None
+        self.closed = False
+        self.changed = threading.Condition()
+
+    @property
+    def stop_requested(self):
+        return self._stop_requested
+
+    @stop_requested.setter
+    def stop_requested(self, requested):
+        self._stop_requested = requested
+        if requested:
+            for run_id in list(self.runs):
+                self._stop_command(run_id)
+
+    def issue(self, kind, value=None, reason=None, run_id=1):
+        """Send run `run_id` a command, as `POST .../commands` does; its record."""
+        with self.changed:
+            command_id = len(self.commands) + 1
+            self.commands[command_id] = command = {
+                "id": command_id,
+                "run_id": run_id,
+                "kind": kind,
+                "value": value,
+                "reason": reason,
+                "state": "requested",
+                "detail": None,
+                "requested_by": "open mode",
+                "requested_at": time.time(),
+                "delivered_at": None,
+                "settled_at": None,
+                "epoch": None,
+                "step": None,
+            }
+            self.changed.notify_all()
+            return command
+
+    def _stop_command(self, run_id):
+        if not any(c["run_id"] == run_id and c["kind"] == "stop" for c in self.commands.values()):
+            self.issue("stop", run_id=run_id)
+
+    def close(self):
+        """Answer every waiting long-poll now (the fake is going away)."""
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
+
+    def ended(self, run_id):
+        return any(e["kind"] == "train_end" for e in self.events.get(run_id, {}).values())
 
     def fail_next(self, count, status=500, headers=None):
         self.failures.extend([(status, headers or {})] * count)
@@ -140,9 +214,13 @@ class FakeServer:
             run_id = len(self.runs) + 1
             self.runs[run_id] = body
             self.events[run_id] = {}
+            if self._stop_requested:
+                self._stop_command(run_id)
             return httpx.Response(201, json=run_answer(run_id, body))
         parts = path.split("/")
         run_id = int(parts[4])
+        if "commands" in parts:
+            return self._commands(request, run_id, parts[parts.index("commands") + 1 :], body)
         if parts[-1] == "events":
             values = sum(len(event.get("metrics") or {}) for event in body["events"])
             if self.max_values is not None and values > self.max_values:
@@ -166,6 +244,84 @@ class FakeServer:
             return httpx.Response(200, json=Heartbeat(status="running").model_dump())
         return problem(404, "not found")
 
+    def _commands(self, request, run_id, rest, body):
+        if self.hang_commands is not None:
+            self.hang_commands.wait(30)
+        if self.no_commands_api:
+            return problem(404, "Not Found")
+        if run_id not in self.runs:
+            return problem(404, "run not found")
+        if rest == ["pending"]:
+            if self.refuse_commands:
+                return problem(self.refuse_commands, "role 'read' cannot do this")
+            params = request.url.params
+            after, wait = int(params.get("after", 0)), float(params.get("wait", 25))
+            self.pending_asked.append((after, wait))
+            return self._pending(request, run_id, after, wait)
+        if not rest and request.method == "POST":
+            return httpx.Response(201, json=command_answer(self.issue(run_id=run_id, **body)))
+        if not rest:
+            mine = [c for c in self.commands.values() if c["run_id"] == run_id]
+            return httpx.Response(200, json={"commands": [command_answer(c) for c in mine]})
+        command = self.commands.get(int(rest[0]))
+        if command is None or command["run_id"] != run_id:
+            return problem(404, "command not found")
+        if rest[1:] == ["outcome"]:
+            return self._outcome(command, body)
+        if rest[1:] == ["cancel"]:
+            if command["state"] in ("applied", "refused"):
+                return problem(409, f"command {command['id']} is {command['state']} already")
+            command.update(state="cancelled", settled_at=time.time())
+            return httpx.Response(200, json=command_answer(command))
+        return problem(404, "not found")
+
+    def _pending(self, request, run_id, after, wait):
+        """Commands not yet applied or refused with an id above `after`, waiting up to
+        `wait` seconds for one, like the server's long-poll."""
+        hold = self.cut_long_polls and wait > 0
+        if hold == "reset":
+            raise httpx.RemoteProtocolError("Server disconnected", request=request)
+        if hold:  # until the client gives up: its read timeout (none over real HTTP)
+            wait = (request.extensions.get("timeout") or {}).get("read") or 3600
+        deadline = time.monotonic() + wait
+        with self.changed:
+            while True:
+                found = [
+                    command
+                    for command in self.commands.values()
+                    if command["run_id"] == run_id
+                    and command["state"] in ("requested", "delivered")
+                    and (command["id"] > after or self.ignore_after)
+                ]
+                left = deadline - time.monotonic()
+                if (found and not hold) or self.closed or self.ended(run_id) or left <= 0:
+                    break
+                self.changed.wait(left)
+        if hold and not self.closed:
+            raise httpx.ReadTimeout("timed out", request=request)
+        for command in found:
+            if command["state"] == "requested":
+                command.update(state="delivered", delivered_at=time.time())
+        return httpx.Response(200, json={"commands": [command_answer(c) for c in found]})
+
+    def _outcome(self, command, body):
+        if self.failing_outcomes:
+            self.failing_outcomes -= 1
+            return problem(503, "failing on purpose")
+        state = body["state"]
+        self.outcomes.append(
+            (command["id"], state, body.get("detail"), body.get("epoch"), body.get("step"))
+        )
+        if command["state"] == state:
+            return httpx.Response(200, json=command_answer(command))
+        if command["state"] not in ("requested", "delivered"):
+            return problem(409, f"command {command['id']} is {command['state']} already")
+        fields = {key: body.get(key) for key in ("detail", "epoch", "step")}
+        command.update(state=state, settled_at=time.time(), **fields)
+        if command["kind"] == "stop" and state == "applied":
+            self.acknowledged = True
+        return httpx.Response(200, json=command_answer(command))
+
 
 @contextlib.contextmanager
 def listening(fake):
@@ -182,7 +338,7 @@ def listening(fake):
             )
             try:
                 response = fake.handle(request)
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.TimeoutException, httpx.RemoteProtocolError):
                 self.close_connection = True
                 return  # no answer at all
             self.send_response(response.status_code)
@@ -204,5 +360,6 @@ def listening(fake):
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        fake.close()  # a long-poll it holds must not keep server_close() waiting
         server.shutdown()
         server.server_close()
