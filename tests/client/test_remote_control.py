@@ -7,6 +7,7 @@ run's background channel would queue it, and applied when RemoteControl asks.
 """
 
 import dataclasses
+import json
 import math
 import threading
 import time
@@ -20,6 +21,8 @@ import callboard.client as cb
 from callboard.client._active import active_checkpoint, attach_run
 from callboard.client._commands import CommandRefused
 from callboard.client.remote_control import NO_CHECKPOINT
+
+from .fake_server import FakeServer
 
 BATCHES = 8  # 64 samples, batch size 8
 DEADLINE = 60  # seconds a condition may take before the test fails
@@ -405,3 +408,39 @@ def test_a_kind_without_a_handler_is_refused_by_the_run():
     issuer = issue_at(run, epoch=0, batch=1, kind="dance")
     fit(run, [issuer, cb.RemoteControl()], epochs=1)
     assert run.outcomes[issuer.issued[0]] == ("refused", "not supported by this client", None)
+
+
+# --- with the real Run: its own run, commands from a (fake) server -------------------------
+
+
+def test_without_a_monitor_it_opens_its_own_run_and_applies_commands_from_the_server():
+    fake = FakeServer()
+    sent = {}
+
+    def steer(batch, logs):  # as a person would, while the training runs
+        if "lr" not in sent:
+            sent["lr"] = fake.issue("set_learning_rate", 0.003)["id"]
+        elif "stop" not in sent and any(o[0] == sent["lr"] for o in fake.outcomes):
+            sent["stop"] = fake.issue("stop")["id"]
+
+    control = cb.RemoteControl(
+        root="http://callboard.test", run="own", project="unit", client=fake.client()
+    )
+    model = tiny_model()
+    x, y = dataset()
+    try:
+        history = model.fit(
+            x, y, epochs=500, batch_size=8, verbose=0,
+            callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=steer), control],
+        )  # fmt: skip
+    finally:
+        fake.close()
+    assert len(history.history["loss"]) < 500 and model.stop_training
+    states = {command_id: state for command_id, state, *_ in fake.outcomes}
+    assert states == {sent["lr"]: "applied", sent["stop"]: "applied"}
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.003)
+    [spec] = [json.loads(r.content) for r in fake.requests if r.url.path == "/api/v1/runs"]
+    assert (spec["name"], spec["project"]) == ("own", "unit")
+    kinds = [event["kind"] for event in fake.stored()]
+    assert kinds[0] == "train_begin" and "lr_changed" in kinds
+    assert fake.stored()[-1]["data"]["status"] == "stopped"
