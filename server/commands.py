@@ -42,6 +42,8 @@ STATUS_WHEN_APPLIED = {"pause": "paused", "resume": "running"}
 STOPPING_KINDS = frozenset({"stop", "stop_after_epoch"})
 # Commands one long-poll answer carries at most; the client asks again after the last.
 MAX_PENDING = 100
+# The detail of a `stop` applied by the stop's acknowledgement, before the client said where.
+ACKNOWLEDGED = "applied by the stop's acknowledgement (POST /control/ack)"
 
 
 class CommandRefused(Exception):
@@ -150,7 +152,9 @@ def acknowledge_stop_command(connection, changed, run_id, visible=None, epoch=No
         )
     ).scalars()
     for command_id in list(unsettled):
-        _record_outcome(connection, changed, run_id, command_id, "applied", None, epoch, step)
+        _record_outcome(
+            connection, changed, run_id, command_id, "applied", ACKNOWLEDGED, epoch, step
+        )
     return run
 
 
@@ -209,13 +213,17 @@ def settle_command(
 ):
     """The training applied or refused (`state`) the command; return its row.
 
-    Reporting the same outcome again changes nothing. `CommandConflict` when it
-    was settled otherwise or cancelled; `CommandNotFound`, `RunNotFound` (unless
+    Reporting the same outcome again changes nothing, but for a `stop` the
+    stop's acknowledgement applied first: the client's report says where it
+    took effect (epoch, step, detail). `CommandConflict` when it was settled
+    otherwise or cancelled; `CommandNotFound`, `RunNotFound` (unless
     `visible(project)`). An applied command acts on a run not ended yet (see
     the module's docstring).
     """
     run = lock_run(connection, run_id, (RUNS.c.status,), visible)
     command = _command(connection, run_id, command_id)
+    if command.state == state and command.detail == ACKNOWLEDGED:
+        return _set(connection, command_id, epoch=epoch, step=step, detail=detail)
     if command.state == state:
         return command
     if command.state not in UNSETTLED:

@@ -287,8 +287,17 @@ def test_post_stop_issues_a_stop_command_and_ack_applies_it(api):
     assert stop["requested_by"] == "open mode"
     assert control(api, run_id)["stop_requested"] is True
     assert api.post(f"/api/v1/runs/{run_id}/control/ack").json()["state"] == "acknowledged"
-    assert commands(api, run_id)[0]["state"] == "applied"
-    assert outcome(api, run_id, stop["id"], "applied").status_code == 200  # the client reports too
+    acknowledged = commands(api, run_id)[0]
+    assert acknowledged["state"] == "applied" and acknowledged["epoch"] is None
+    # A client that reports too (after its acknowledgement) says where the stop took effect,
+    # once; a refusal now conflicts.
+    reported = outcome(api, run_id, stop["id"], "applied", epoch=3, step=40, detail="at batch 4")
+    assert reported.status_code == 200
+    assert (reported.json()["epoch"], reported.json()["step"]) == (3, 40)
+    assert reported.json()["settled_at"] == acknowledged["settled_at"]
+    again = outcome(api, run_id, stop["id"], "applied", epoch=9, step=99)
+    assert again.json() == reported.json()
+    assert outcome(api, run_id, stop["id"], "refused").status_code == 409
     post_events(api, run_id, {"seq": 1, "kind": "train_end", "data": {"status": "finished"}})
     assert run_of(api, run_id)["status"] == "stopped"
 
