@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from callboard.server.api.schemas import MAX_ROW_ID
 from callboard.server.auth import create_token
 from callboard.server.commands import KINDS
 
@@ -195,6 +196,11 @@ def test_pending_delivers_once_and_redelivers_what_is_unsettled(api):
         answered[2]["delivered_at"],
     ]
     assert pending(api, run_id, after=third["id"]) == []
+    assert pending(api, run_id, after=MAX_ROW_ID) == []  # the largest id: no 500
+    path = f"/api/v1/runs/{run_id}/commands/pending"
+    for after in (-1, MAX_ROW_ID + 1, 2**63, "x"):
+        refused = api.get(path, params={"after": after, "wait": 0})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][-1] == "after"
     assert commands(api, run_id)[1]["state"] == "applied"
 
 
@@ -220,6 +226,14 @@ def test_an_outcome_settles_once_and_conflicting_ones_are_409(api):
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "state"]
     long = outcome(api, run_id, issued(api, run_id, "pause")["id"], "refused", detail="x" * 9000)
     assert long.status_code == 200 and len(long.json()["detail"]) == 4000
+    edge = {"epoch": 2**31 - 1, "step": 2**63 - 1}  # the columns' largest: no 500
+    assert (
+        outcome(api, run_id, issued(api, run_id, "pause")["id"], "applied", **edge).json()["step"]
+        == 2**63 - 1
+    )
+    for field, value in (("epoch", 2**31), ("step", 2**63), ("epoch", -1), ("extra", 1)):
+        refused = outcome(api, run_id, checkpoint["id"], "refused", **{field: value})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", field]
 
 
 def test_cancel_withdraws_an_unsettled_command_once(api):

@@ -23,7 +23,6 @@ from callboard.server.api.command_answers import (
     command_list,
 )
 from callboard.server.api.deps import (
-    AfterRowId,
     DatabaseDep,
     HubDep,
     RowId,
@@ -33,7 +32,7 @@ from callboard.server.api.deps import (
     require,
     still_admitted,
 )
-from callboard.server.api.schemas import CommandIn, OutcomeIn
+from callboard.server.api.schemas import MAX_ROW_ID, CommandIn, OutcomeIn
 from callboard.server.auth import OPEN, Principal
 from callboard.server.commands import (
     CommandConflict,
@@ -53,6 +52,10 @@ router = APIRouter(tags=["commands"])
 
 MAX_WAIT_SECONDS = 30.0
 DEFAULT_WAIT_SECONDS = 25.0
+# Command ids are INTEGER, as runs': a larger cursor would be refused by PostgreSQL (a 500).
+CommandCursor = Annotated[
+    int, Query(ge=0, le=MAX_ROW_ID, description="the command id to start after (0: all)")
+]
 WaitSeconds = Annotated[
     float,
     Query(
@@ -206,7 +209,7 @@ async def pending_commands(
     hub: HubDep,
     writes: RunWritesDep,
     principal: Annotated[Principal, Depends(require("ingest"))],
-    after: AfterRowId = 0,
+    after: CommandCursor = 0,
     wait: WaitSeconds = DEFAULT_WAIT_SECONDS,
 ):
     """The run's commands not yet applied, refused or cancelled, with id > `after`, oldest first.
