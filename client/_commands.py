@@ -60,11 +60,16 @@ class CommandInbox:
         self.arrived = threading.Event()
         self._seen = set()
 
-    def put(self, command):
-        """Queue `command` unless its id came before; True when it is new."""
+    def put(self, command, first=None):
+        """Queue `command` unless its id came before; True when it is new.
+
+        `first(command)` is called before a new command is queued.
+        """
         if command.id in self._seen:
             return False
         self._seen.add(command.id)
+        if first is not None:
+            first(command)
         self.queue.append(command)
         self.arrived.set()
         return True
@@ -90,6 +95,8 @@ class CommandChannel:
         poll_interval: seconds between polls once polling.
         wait: seconds each long-poll asks the server to wait.
         on_no_commands: called once if the server has no commands API.
+        on_received: called with each new command, from this thread, before it
+            is queued.
 
     Example:
         ```python
@@ -99,7 +106,14 @@ class CommandChannel:
     """
 
     def __init__(
-        self, api, run_id, inbox, poll_interval=1.0, wait=LONG_POLL_WAIT, on_no_commands=None
+        self,
+        api,
+        run_id,
+        inbox,
+        poll_interval=1.0,
+        wait=LONG_POLL_WAIT,
+        on_no_commands=None,
+        on_received=None,
     ):
         self.api = api
         self.run_id = run_id
@@ -107,6 +121,7 @@ class CommandChannel:
         self.poll_interval = poll_interval
         self.wait = wait
         self.on_no_commands = on_no_commands
+        self.on_received = on_received
         self.after = 0  # the highest command id received
         self.polling = False
         self.ended = False
@@ -159,7 +174,7 @@ class CommandChannel:
         self._failures = self._drops = 0
         if wait and self.polling:  # the long-poll holds again
             self.polling, self._retries_failed = False, 0
-        new = [command for command in commands if self.inbox.put(command)]
+        new = [command for command in commands if self.inbox.put(command, self.on_received)]
         for command in commands:
             self.after = max(self.after, command.id)
         if self.polling or not wait:

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from . import _exit_guard
 from ._api import DEFAULT_ROOT, ServerApi
 from ._commands import CommandChannel, CommandInbox, CommandRefused, OutcomePoster
+from ._errors import DeliveryFailed, Rejected
 from ._sender import EventSender
 from ._spool import Spool, default_spool_dir
 from ._stop_poller import StopPoller
@@ -144,6 +145,7 @@ class Run:
             self._inbox,
             stop_poll_interval,
             on_no_commands=self._poll_for_stop,
+            on_received=self._received,
         )
         self._outcomes = OutcomePoster(self.api)
         self._handlers = {}
@@ -154,6 +156,7 @@ class Run:
         self._handles_commands = False  # the training has asked for commands at least once
         self._stopping_after_epoch = []  # stop_after_epoch commands waiting for end_of_epoch()
         self._last_epoch = self._last_step = None
+        self._applying_at = (None, None)  # where handle_commands() was told the training is
         self._dropped_metric_names = set()
         self._started = False
         self._finished = False
@@ -254,7 +257,7 @@ class Run:
                 stacklevel=4,
             )
 
-    def handle_commands(self):
+    def handle_commands(self, epoch=None, step=None):
         """Apply, on this thread, the commands received since the last call.
 
         Call it between batches; it costs next to nothing when no command came.
@@ -263,11 +266,12 @@ class Run:
         `stop_after_epoch` (at the next `end_of_epoch()`), `pause` and `resume`
         (`paused`); other kinds go to the handler given to `on_command()`, or are
         refused as "not supported by this client". How each ended is posted in
-        the background.
+        the background, with where the training was: `epoch` and `step` when
+        given (a callback between batches knows them), else the last logged.
         """
         self._handles_commands = True
         if self._queued:
-            self._apply_queued()
+            self._apply_queued(epoch, step)
 
     @property
     def should_stop(self):
@@ -361,19 +365,23 @@ class Run:
             for command in stopping:
                 self._settle(command, "applied", epoch=self._last_epoch)
 
-    def _apply_queued(self):
-        while self._queued:
-            try:
-                command = self._queued.popleft()
-            except IndexError:  # another thread took it
-                return
-            self._apply(command)
+    def _apply_queued(self, epoch=None, step=None):
+        self._applying_at = (epoch, step)
+        try:
+            while self._queued:
+                try:
+                    command = self._queued.popleft()
+                except IndexError:  # another thread took it
+                    return
+                self._apply(command)
+        finally:
+            self._applying_at = (None, None)
 
     def _apply(self, command):
         kind = command.kind
         if kind == "stop":
             self._paused = False
-            self.acknowledge_stop()
+            self.acknowledge_stop()  # ahead of the events logged from now on, as before
             self._settle(command, "applied")
         elif kind == "stop_after_epoch":
             self._stopping_after_epoch.append(command)  # settled by end_of_epoch()
@@ -407,11 +415,15 @@ class Run:
     def _settle(self, command, state, detail=None, epoch=None):
         if command is STOP_WITHOUT_COMMANDS:
             return  # the server has no command to settle
-        epoch = self._last_epoch if epoch is None else epoch
-        self._outcomes.post(command, state, detail, epoch, self._last_step)
+        at_epoch, at_step = self._applying_at
+        if epoch is None:
+            epoch = self._last_epoch if at_epoch is None else at_epoch
+        step = self._last_step if at_step is None else at_step
+        self._outcomes.post(command, state, detail, epoch, step)
 
     def _settle_left_commands(self, status):
-        """At finish: what the training never handled ends refused; a stop, applied
+        """At finish: what the training never handled ends refused, but a stop taken
+        otherwise (RemoteStop's acknowledgement settled it) and a stop_after_epoch
         when the run ends stopped."""
         self._channel.close()
         left, self._stopping_after_epoch = self._stopping_after_epoch, []
@@ -419,11 +431,27 @@ class Run:
             with contextlib.suppress(IndexError):  # another thread may take the last
                 left.append(self._queued.popleft())
         for command in left:
-            if command.kind in ("stop", "stop_after_epoch") and status == "stopped":
+            if command.kind == "stop" and self._stop_acknowledged:
+                continue
+            if command.kind == "stop_after_epoch" and status == "stopped":
                 self._settle(command, "applied", "the run ended stopped")
             else:
                 self._settle(command, "refused", ENDED_FIRST)
         self._outcomes.wait(self.flush_timeout)
+
+    def _received(self, command):
+        """(The channel's thread, before the training can see `command`.) A stop, in a
+        training that handles commands, is acknowledged on sight, as the stop poller
+        did: so the acknowledgement is ahead of every event logged once it is taken."""
+        if command.kind != "stop" or not self._handles_commands:
+            return
+        with self._acknowledge_lock:
+            first, self._stop_acknowledged = not self._stop_acknowledged, True
+        if first:
+            try:
+                self.api.acknowledge_stop(command.run_id)
+            except (DeliveryFailed, Rejected):
+                self._sender.acknowledge_stop()  # retried, ahead of the events that follow
 
     def _poll_for_stop(self):
         """The server predates commands: poll its control state for a stop, as before."""

@@ -19,6 +19,7 @@ from callboard.server.api.answers import (
     Problem,
     RunDetail,
 )
+from callboard.server.api.command_answers import Command
 
 
 def run_answer(run_id, spec, status="running"):
@@ -76,7 +77,7 @@ def ingest_answer(accepted, duplicates=0):
 
 def command_answer(command):
     """A command as the server answers it (`Command`), from the fake's record of it."""
-    return dict(command)
+    return Command(**command).model_dump(mode="json")
 
 
 def problem(status, detail, headers=None):
@@ -237,8 +238,13 @@ class FakeServer:
         if parts[-1] == "control":
             state = "acknowledged" if self.acknowledged else None
             return httpx.Response(200, json=control_answer(run_id, self.stop_requested, state))
-        if parts[-1] == "ack":
+        if parts[-1] == "ack":  # settles the run's stop commands, as the server does
             self.acknowledged = True
+            with self.changed:
+                for command in self.commands.values():
+                    pending = command["state"] in ("requested", "delivered")
+                    if pending and command["run_id"] == run_id and command["kind"] == "stop":
+                        command.update(state="applied", settled_at=time.time())
             return httpx.Response(200, json=control_answer(run_id, True, "acknowledged"))
         if parts[-1] == "heartbeat":
             return httpx.Response(200, json=Heartbeat(status="running").model_dump())

@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 from callboard.client import CommandRefused, Run
+from callboard.client._api import ServerApi
 
 from .fake_server import FakeServer
 
@@ -70,6 +71,17 @@ def test_stop_turns_should_stop_true_acknowledges_once_and_ends_the_run_stopped(
     assert sent.count("ack") == 1
     assert sent.index("ack") < next(i for i, kinds in enumerate(sent) if "train_end" in kinds)
     assert server.stored()[-1]["data"] == {"status": "stopped"}
+
+
+def test_outcomes_say_where_handle_commands_was_told_the_training_is(server):
+    run = started_run(server)
+    run.log({"loss": 1.0}, epoch=1)
+    stop = server.issue("stop")
+    received(run, stop)
+    run.handle_commands(epoch=2, step=37)  # e.g. a callback between batches
+    assert run.should_stop
+    assert outcome_of(server, stop) == ("applied", None, 2, 37)
+    run.finish()
 
 
 def test_stop_after_epoch_stops_only_once_the_epoch_ends(server):
@@ -295,3 +307,35 @@ def test_a_server_without_commands_still_stops_the_run_through_its_control_state
     wait_for(lambda: run.should_stop, "the stop")
     run.finish()
     assert server.acknowledged and server.stored()[-1]["data"] == {"status": "stopped"}
+
+
+def test_commands_reach_a_real_servers_run_and_come_back_settled(server_factory, database_url):
+    live = server_factory(database_url)
+    controller = ServerApi(live.root)
+    with Run(root=live.root, name="steered", stop_poll_interval=3600) as run:  # push, no polls
+        run.log({"loss": 1.0}, epoch=0)
+        assert run.flush(10) and run.id is not None
+        run.on_command("set_learning_rate", lambda command: f"lr {command.value}")
+        rate = controller.issue_command(run.id, "set_learning_rate", 0.01, reason="plateau")
+        pause = controller.issue_command(run.id, "pause")
+        wait_for(lambda: run.paused, "the pause, pushed")
+        wait_for(lambda: controller.read_run(run.id).status == "paused", "the run paused")
+        unknown = controller.issue_command(run.id, "checkpoint")
+        resume = controller.issue_command(run.id, "resume")
+        waiter = threading.Thread(target=run.wait_while_paused, daemon=True)
+        waiter.start()
+        waiter.join(20)
+        assert not waiter.is_alive() and not run.paused
+        stop = controller.issue_command(run.id, "stop", reason="enough")
+        wait_for(lambda: run.should_stop, "the stop, pushed")
+    settled = {c.id: (c.state, c.detail, c.epoch) for c in controller.list_commands(run.id)}
+    # The stop's acknowledgement (POST .../control/ack, sent on sight) settles it on the
+    # server first, without where it took effect; the outcome that follows changes nothing.
+    assert settled.pop(stop.id)[0] == "applied"
+    assert settled == {
+        rate.id: ("applied", "lr 0.01", 0),
+        pause.id: ("applied", None, 0),
+        unknown.id: ("refused", "not supported by this client", 0),
+        resume.id: ("applied", None, 0),
+    }
+    assert controller.read_run(run.id).status == "stopped"
