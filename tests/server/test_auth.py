@@ -28,6 +28,11 @@ NEEDS = {
     ("GET", "/api/v1/runs/{run_id}/control"): {"read", "ingest"},
     ("POST", "/api/v1/runs/{run_id}/control/ack"): {"ingest", "control"},
     ("GET", "/api/v1/control"): {"read", "ingest"},
+    ("POST", "/api/v1/runs/{run_id}/commands"): {"control"},
+    ("GET", "/api/v1/runs/{run_id}/commands"): {"read", "ingest"},
+    ("GET", "/api/v1/runs/{run_id}/commands/pending"): {"ingest"},
+    ("POST", "/api/v1/runs/{run_id}/commands/{command_id}/outcome"): {"ingest"},
+    ("POST", "/api/v1/runs/{run_id}/commands/{command_id}/cancel"): {"control"},
     ("GET", "/api/v1/runs/{run_id}/stream"): {"read"},
     ("GET", "/api/v1/stream"): {"read"},
     ("GET", "/api/v1/sparklines"): {"read"},
@@ -96,9 +101,11 @@ def call(root, method, path, token=None, **kwargs):
         return response.status_code
 
 
-def request_for(method, path, run_id, token_id):
-    concrete = path.format(run_id=run_id, key="loss", token_id=token_id)
+def request_for(method, path, run_id, token_id, command_id=1):
+    concrete = path.format(run_id=run_id, key="loss", token_id=token_id, command_id=command_id)
     bodies = {
+        f"/api/v1/runs/{run_id}/commands": {"json": {"kind": "checkpoint"}},
+        f"/api/v1/runs/{run_id}/commands/{command_id}/outcome": {"json": {"state": "applied"}},
         "/api/v1/runs": {"json": {"name": "matrix", "project": "p"}},
         f"/api/v1/runs/{run_id}/events": {"json": {"events": []}},
         "/api/v1/tokens": {"json": {"name": f"t{time.monotonic_ns()}", "role": "read"}},
@@ -107,6 +114,7 @@ def request_for(method, path, run_id, token_id):
     queries = {"/api/v1/sparklines": {"params": {"ids": str(run_id)}}}
     queries["/api/v1/extremes"] = queries["/api/v1/sparklines"]
     queries["/api/v1/control"] = {"params": {"name": "m", "project": "p"}}
+    queries[f"/api/v1/runs/{run_id}/commands/pending"] = {"params": {"wait": 0}}
     return concrete, (bodies.get(concrete, {}) if method == "POST" else queries.get(concrete, {}))
 
 
@@ -127,7 +135,10 @@ def test_auth_matrix(secured):
             headers=admin,
             json={"name": f"spare{time.monotonic_ns()}", "role": "read"},
         ).json()
-        target, kwargs = request_for(method, path, run_id, spare["id"])
+        command = httpx.post(  # outcome and cancel: a command of their own, settled at most once
+            f"{server.root}/api/v1/runs/{run_id}/commands", json={"kind": "pause"}, headers=admin
+        ).json()
+        target, kwargs = request_for(method, path, run_id, spare["id"], command["id"])
         assert call(server.root, method, target, **kwargs) == 401, (method, path, "no token")
         assert call(server.root, method, target, "cb_wrong", **kwargs) == 401, (method, path)
         for role in ROLES:

@@ -146,6 +146,20 @@ def test_real_answers_match_the_documented_schemas(tour):
     tour.call("POST", "/api/v1/runs/{run_id}/control/ack", fill=ids)
     named = {"name": "toured", "project": "p"}
     assert tour.call("GET", "/api/v1/control", params=named)["state"] == "acknowledged"
+    commands = "/api/v1/runs/{run_id}/commands"
+    lr = {"kind": "set_learning_rate", "value": 0.01}
+    command = tour.call("POST", commands, 201, fill=ids, json=lr)
+    assert tour.call("GET", commands, fill=ids)["commands"][-1] == command
+    pending = tour.call("GET", commands + "/pending", fill=ids, params={"wait": 0})
+    assert pending["commands"][-1]["state"] == "delivered"
+    one = {**ids, "command_id": command["id"]}
+    applied = {"state": "applied", "epoch": 1}
+    settled = tour.call("POST", commands + "/{command_id}/outcome", fill=one, json=applied)
+    assert settled["epoch"] == 1
+    pause = tour.call("POST", commands, 201, fill=ids, json={"kind": "pause"})
+    paused = {**ids, "command_id": pause["id"]}
+    cancelled = tour.call("POST", commands + "/{command_id}/cancel", fill=paused)
+    assert cancelled["state"] == "cancelled"
     stock = {"data": '{"epoch": 0, "loss": NaN}'}  # a form post, as Keras sends it
     assert tour.call("POST", "/publish/epoch/end/", data=stock)["epoch"] == 0
     assert tour.call("GET", "/api/v1/health")["status"] == "ok"

@@ -22,7 +22,13 @@ def test_stop_walks_requested_acknowledged_stopped(api):
     assert detail["status"] == "stopped"
     assert detail["control"]["state"] == "stopped" and detail["control"]["stopped_at"]
     kinds = [e["kind"] for e in api.get(f"/api/v1/runs/{run_id}/events").json()["events"]]
-    assert kinds == ["stop_requested", "stop_acknowledged", "train_end"]
+    assert kinds == [
+        "stop_requested",
+        "command_requested",  # POST /stop issues a stop command
+        "stop_acknowledged",
+        "command_applied",  # ... which the acknowledgement applies
+        "train_end",
+    ]
 
 
 def test_stop_without_body_and_on_ended_or_missing_runs(api):

@@ -55,6 +55,8 @@ def world(client):
     other = create_run(client, "other", project="team-b")
     for run_id in (mine, other):
         post_events(client, run_id, epoch_event(1, 0, loss=1.0))
+    command = client.post(f"/api/v1/runs/{mine}/commands", json={"kind": "checkpoint"}).json()
+    assert command["id"] == 1  # `concrete` names it
     return {"root": root, "scoped": scoped, "spare": spare, "mine": mine, "other": other}
 
 
@@ -70,7 +72,8 @@ def routes(app, keep):
 
 def concrete(path, run_id, token_id=0):
     path = path.replace("{key:path}", "{key}")
-    return path.format(run_id=run_id, token_id=token_id, key="loss", name="missing")
+    path = path.format(run_id=run_id, token_id=token_id, key="loss", name="missing", command_id=1)
+    return path + "?wait=0" if path.endswith("/pending") else path
 
 
 def body_for(path):

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from callboard.server.lifecycle import mark_silent_runs
-from callboard.server.live.hub import RUNS_CHANNEL, run_channel
+from callboard.server.live.hub import RUNS_CHANNEL, commands_channel, run_channel
 from callboard.server.main import create_app
 from callboard.server.settings import Settings
 from callboard.server.store import migrate
@@ -75,7 +75,8 @@ def test_every_kind_of_write_goes_through_the_writer_and_is_published_alike(api,
             lambda path=path: api.post(f"/api/v1/runs/{run_id}/{path}")
         )
         assert answer.status_code == 200, answer.text
-        assert jobs == 1 and published == [changed(run_id)], path
+        wakes = (commands_channel(run_id),) if path == "stop" else ()  # a stop command: polls wake
+        assert jobs == 1 and published == [(run_channel(run_id), *wakes, RUNS_CHANNEL)], path
         # Asking again changes nothing, so nothing is published.
         again, jobs, published = recorder.during(
             lambda path=path: api.post(f"/api/v1/runs/{run_id}/{path}")
