@@ -1,6 +1,7 @@
 """The push channel: one long-poll at a time, backoff, the fallback to polling, refusals;
 and the `ServerApi` calls of the commands API."""
 
+import dataclasses
 import time
 import warnings
 
@@ -8,7 +9,7 @@ import httpx
 import pytest
 
 from callboard.client import _api, _commands
-from callboard.client._answers import CommandRecord
+from callboard.client._answers import CommandList, CommandRecord
 from callboard.client._api import ServerApi
 from callboard.client._commands import CommandChannel, CommandInbox
 from callboard.client._errors import Rejected, UnexpectedAnswer
@@ -194,3 +195,26 @@ def test_the_channel_talks_real_http_too(server, channels):
         wait_for(lambda: server.pending_asked, "the long-poll")
         command = server.issue("stop")
         wait_for(lambda: queued_ids(inbox) == [command["id"]], "the stop")
+
+
+@pytest.mark.parametrize(
+    ("record", "model"), [(CommandRecord, "Command"), (CommandList, "CommandList")]
+)
+def test_the_command_records_mirror_the_servers_models(tmp_path, record, model):
+    # As tests/cli/test_answers.py does for the other records (which share their model's name).
+    from fastapi.testclient import TestClient
+
+    from callboard.server.main import create_app
+    from callboard.server.settings import Settings
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'openapi.db'}"))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        documented = client.get("/openapi.json").json()["components"]["schemas"][model]
+    fields = dataclasses.fields(record)
+    assert {field.name for field in fields} == set(documented["required"])
+    nullable = {
+        name
+        for name, field in documented["properties"].items()
+        if {"type": "null"} in field.get("anyOf", [])
+    }
+    assert {field.name for field in fields if field.default is None} == nullable
