@@ -69,11 +69,11 @@ class RemoteControl(keras.callbacks.Callback):
       placeholders from the last epoch's logs), and a "checkpoint_saved" event
       carries the path. Refused without either.
 
-    Each command ends `applied`, or `refused` with its reason. With a Callboard
-    `RemoteMonitor` in the same `callbacks` list (in any position) it uses that
-    monitor's run. Otherwise it opens a run of its own named `run` in `project`
-    for this `fit()`, which the other Callboard callbacks report to, and
-    finishes it at train end.
+    Each command ends `applied`, or `refused` with its reason, at the epoch and
+    step where the training was. With a Callboard `RemoteMonitor` in the same
+    `callbacks` list (in any position) it uses that monitor's run. Otherwise it
+    opens a run of its own named `run` in `project` for this `fit()`, which the
+    other Callboard callbacks report to, and finishes it at train end.
 
     Args:
         root: server root URL (used without a Callboard RemoteMonitor).
@@ -191,7 +191,7 @@ class RemoteControl(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         self._batches_done = self._last_batch_begun = batch
         run = self._run_of_this_fit()
-        run.handle_commands()
+        run.handle_commands(epoch=self.epoch, step=self.step)  # outcomes say where
         if run.paused:
             run.wait_while_paused()
         if run.should_stop:
@@ -201,7 +201,7 @@ class RemoteControl(keras.callbacks.Callback):
         self._last_logs = dict(logs or {})
         self._batches_done = self._steps_in_epoch()
         run = self._run_of_this_fit()
-        run.handle_commands()
+        run.handle_commands(epoch=epoch, step=self.step)
         run.end_of_epoch(epoch)
         if run.should_stop:
             self._trained_model.stop_training = True

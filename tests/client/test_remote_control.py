@@ -43,6 +43,7 @@ class StandInRun:
         self.final_status = None
         self.events = []  # (kind, data, epoch, step, metrics)
         self.outcomes = {}
+        self.told_at = {}  # command id -> (epoch, step) handle_commands() was given
         self.waiting = threading.Event()  # set while wait_while_paused blocks
         self._changed = threading.Condition()
         self._queue = []
@@ -62,10 +63,11 @@ class StandInRun:
     def on_command(self, kind, fn):
         self._handlers[kind] = fn
 
-    def handle_commands(self):
+    def handle_commands(self, epoch=None, step=None):
         with self._changed:
             queued, self._queue = self._queue, []
         for command in queued:
+            self.told_at[command.id] = (epoch, step)
             self._apply(command)
 
     def _apply(self, command):
@@ -216,7 +218,7 @@ def test_stop_ends_training_with_the_next_batch():
     issuer = issue_at(run, epoch=1, batch=2, kind="stop")
     model, history = fit(run, [issuer, cb.RemoteControl(), trace])
     [stop] = issuer.issued
-    assert run.outcomes[stop][0] == "applied"
+    assert run.outcomes[stop][0] == "applied" and run.told_at[stop] == (1, BATCHES + 3)
     # Issued after batch 2 of epoch 1: batch 3 was about to start and is the last.
     assert trace.batches[-1] == (1, 3) and len(trace.batches) == BATCHES + 4
     assert len(history["loss"]) == 2 and model.stop_training
@@ -283,6 +285,7 @@ def test_set_learning_rate_changes_the_optimizer_before_the_next_batch_and_repor
     fit(run, [issuer, cb.RemoteControl(), trace], epochs=2)
     [command] = issuer.issued
     assert run.outcomes[command] == ("applied", "learning rate 0.01 -> 0.003", None)
+    assert run.told_at[command] == (1, BATCHES + 2)
     rates = dict(zip(trace.batches, trace.learning_rates, strict=True))
     assert rates[(1, 1)] == pytest.approx(0.01) and rates[(1, 2)] == pytest.approx(0.003)
     assert rates[(1, BATCHES - 1)] == pytest.approx(0.003)

@@ -153,14 +153,6 @@ def test_stop_from_the_api_ends_the_fit_with_the_next_batch(live_server):
     assert steering.status_once_not("running") == "stopped"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stop ends applied with epoch and step None: the stop's acknowledgement "
-    "(POST /control/ack, sent first) settles it without them, and the client's outcome that "
-    "follows changes nothing; and the Run reports the epoch and step last logged (RemoteMonitor: "
-    "the previous epoch's end), not where RemoteControl applied it (it needs to be told, "
-    "e.g. run.handle_commands(epoch=..., step=...))",
-)
 def test_a_stop_reports_the_epoch_and_step_where_it_took_effect(live_server):
     steering = Steering(live_server.root, unique("rc-where"))
     sent, where = {}, WhereStopped()
@@ -179,7 +171,7 @@ def test_pause_then_checkpoint_and_set_lr_while_paused_then_resume_and_stop_afte
     seen = {}
 
     def steer(steering):
-        pause = steering.settled(steering.send("pause"))
+        seen["pause"] = pause = steering.settled(steering.send("pause"))
         assert pause["state"] == "applied", pause
         seen["paused_status"] = steering.status_once_not("running")
         lr = steering.settled(steering.send("set_learning_rate", 0.0005))
@@ -203,7 +195,9 @@ def test_pause_then_checkpoint_and_set_lr_while_paused_then_resume_and_stop_afte
     assert status_while_paused == "paused"
     # Both applied at the batch that was waiting: the same epoch and step as the pause.
     assert lr["state"] == "applied" and checkpoint["state"] == "applied", (lr, checkpoint)
-    assert (lr["epoch"], lr["step"]) == (checkpoint["epoch"], checkpoint["step"])
+    where = (seen["pause"]["epoch"], seen["pause"]["step"])
+    assert None not in where
+    assert (lr["epoch"], lr["step"]) == where == (checkpoint["epoch"], checkpoint["step"])
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(5e-4)
     [saved] = steering.events("checkpoint_saved")
     assert checkpoint["detail"] == f"saved {saved['data']['path']}"
