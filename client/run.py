@@ -1,6 +1,5 @@
 """A Callboard run for any training loop: metrics, events and remote commands."""
 
-import contextlib
 import itertools
 import platform
 import socket
@@ -9,23 +8,15 @@ import threading
 import time
 import uuid
 import warnings
-from types import SimpleNamespace
 
 from . import _exit_guard
 from ._api import DEFAULT_ROOT, ServerApi
-from ._commands import CommandChannel, CommandInbox, CommandRefused, OutcomePoster
-from ._errors import DeliveryFailed, Rejected
+from ._command_handling import RunCommands
 from ._sender import EventSender
 from ._spool import Spool, default_spool_dir
-from ._stop_poller import StopPoller
 from ._values import check_run_names, clean_metrics, plain_json
 
 FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "numpy")
-BUILT_IN_COMMANDS = ("stop", "stop_after_epoch", "pause", "resume")
-NOT_SUPPORTED = "not supported by this client"
-ENDED_FIRST = "the run ended before its training handled it"
-STOP_WITHOUT_COMMANDS = SimpleNamespace(id=0, kind="stop")  # from a server that predates them
-PAUSED_WAKE = 1.0  # most seconds wait_while_paused() sleeps between looks at the run
 
 
 def framework_versions():
@@ -136,27 +127,7 @@ class Run:
         # Sequence numbers start at this session's start time in microseconds, so a
         # process that continues a run (same uid) never reuses a seq of an earlier one.
         self._seq = itertools.count(time.time_ns() // 1000)
-        self._stop_poller = None  # only for a server that predates commands
-        self._inbox = CommandInbox()
-        self._queued = self._inbox.queue  # handle_commands() looks at this alone
-        self._channel = CommandChannel(
-            self.api,
-            lambda: self.id,
-            self._inbox,
-            stop_poll_interval,
-            on_no_commands=self._poll_for_stop,
-            on_received=self._received,
-        )
-        self._outcomes = OutcomePoster(self.api)
-        self._handlers = {}
-        self._stop_requested = False
-        self._stop_acknowledged = False
-        self._acknowledge_lock = threading.Lock()  # RemoteStop's thread acknowledges too
-        self._paused = False
-        self._handles_commands = False  # the training has asked for commands at least once
-        self._stopping_after_epoch = []  # stop_after_epoch commands waiting for end_of_epoch()
-        self._last_epoch = self._last_step = None
-        self._applying_at = (None, None)  # where handle_commands() was told the training is
+        self.commands = RunCommands(self, self._sender)  # receives and applies them
         self._dropped_metric_names = set()
         self._started = False
         self._finished = False
@@ -177,7 +148,7 @@ class Run:
             self._started = True
             _exit_guard.guard(self)
             self._sender.start()
-            self._channel.start()
+            self.commands.start()
             self.log_event("train_begin", data=dict(params or {}))
         return self
 
@@ -207,9 +178,9 @@ class Run:
         if not self._started:
             self.start()
         if epoch is not None:
-            self._last_epoch = epoch
+            self.commands.last_epoch = epoch
         if step is not None:
-            self._last_step = step
+            self.commands.last_step = step
         metrics, dropped = clean_metrics(metrics)
         if dropped:
             self._warn_dropped(dropped)
@@ -269,27 +240,30 @@ class Run:
         the background, with where the training was: `epoch` and `step` when
         given (a callback between batches knows them), else the last logged.
         """
-        self._handles_commands = True
-        if self._queued:
-            self._apply_queued(epoch, step)
+        commands = self.commands  # inlined, not delegated: this runs every batch
+        commands.handled = True
+        if commands.queued:
+            commands.apply_queued(epoch, step)
 
     @property
     def should_stop(self):
         """True once a stop was requested on the server (a `stop` command, or
         `stop_after_epoch` at the end of an epoch); applies received commands first."""
-        self._handles_commands = True
-        if self._queued:
-            self._apply_queued()
-        return self._stop_requested
+        commands = self.commands
+        commands.handled = True
+        if commands.queued:
+            commands.apply_queued()
+        return commands.stop_requested
 
     @property
     def paused(self):
         """True between a `pause` command and its `resume` (or a stop); applies received
         commands first."""
-        self._handles_commands = True
-        if self._queued:
-            self._apply_queued()
-        return self._paused
+        commands = self.commands
+        commands.handled = True
+        if commands.queued:
+            commands.apply_queued()
+        return commands.paused
 
     def wait_while_paused(self):
         """Block the calling thread while the run is paused; return on resume or stop.
@@ -306,13 +280,7 @@ class Run:
                 train_step(batch)
             ```
         """
-        arrived = self._inbox.arrived
-        while True:
-            arrived.clear()  # before looking: a command from now on wakes the wait below
-            self.handle_commands()
-            if not self._paused or self._stop_requested or self._finished:
-                return
-            arrived.wait(PAUSED_WAKE)
+        self.commands.wait_while_paused()
 
     def on_command(self, kind, fn):
         """Let `fn(command)` apply commands of `kind` (e.g. "checkpoint", "set_learning_rate",
@@ -335,15 +303,7 @@ class Run:
             run.on_command("checkpoint", save_now)
             ```
         """
-        if kind in BUILT_IN_COMMANDS:
-            raise ValueError(
-                f"{kind!r} commands are built in: read run.should_stop and run.paused, "
-                "or call run.wait_while_paused()"
-            )
-        if not callable(fn):
-            raise TypeError(f"on_command needs a callable, got {fn!r:.80}")
-        self._handlers[kind] = fn
-        return fn
+        return self.commands.on_command(kind, fn)
 
     def end_of_epoch(self, epoch=None):
         """Say epoch `epoch` is done: a `stop_after_epoch` received turns `should_stop` True.
@@ -354,117 +314,7 @@ class Run:
         `paused` before): a loop that never does applies none, so none is said
         to be applied (a pause, a stop) while the training goes on.
         """
-        if epoch is not None:
-            self._last_epoch = epoch
-        if self._handles_commands and self._queued:
-            self._apply_queued()
-        if self._stopping_after_epoch:
-            stopping, self._stopping_after_epoch = self._stopping_after_epoch, []
-            self._stop_requested, self._paused = True, False
-            self.final_status = self.final_status or "stopped"
-            for command in stopping:
-                self._settle(command, "applied", epoch=self._last_epoch)
-
-    def _apply_queued(self, epoch=None, step=None):
-        self._applying_at = (epoch, step)
-        try:
-            while self._queued:
-                try:
-                    command = self._queued.popleft()
-                except IndexError:  # another thread took it
-                    return
-                self._apply(command)
-        finally:
-            self._applying_at = (None, None)
-
-    def _apply(self, command):
-        kind = command.kind
-        if kind == "stop":
-            self._paused = False
-            self.acknowledge_stop()  # ahead of the events logged from now on, as before
-            self._settle(command, "applied")
-        elif kind == "stop_after_epoch":
-            self._stopping_after_epoch.append(command)  # settled by end_of_epoch()
-        elif kind in ("pause", "resume"):
-            was_paused, self._paused = self._paused, kind == "pause"
-            unchanged = "already paused" if kind == "pause" else "was not paused"
-            self._settle(command, "applied", unchanged if was_paused == self._paused else None)
-        elif kind in self._handlers:
-            self._run_handler(self._handlers[kind], command)
-        else:
-            self._settle(command, "refused", NOT_SUPPORTED)
-
-    def _run_handler(self, handler, command):
-        try:
-            detail = handler(command)
-        except CommandRefused as exc:
-            self._settle(command, "refused", str(exc) or "refused by the training")
-        except BaseException as exc:
-            self._settle(command, "refused", repr(exc))
-            if not isinstance(exc, Exception):
-                raise  # Ctrl-C in a handler still stops the training
-            warnings.warn(
-                f"Callboard: the handler of {command.kind!r} commands raised {exc!r}; "
-                "the command is refused (raise CommandRefused to refuse one on purpose).",
-                RuntimeWarning,
-                stacklevel=5,
-            )
-        else:
-            self._settle(command, "applied", detail if isinstance(detail, str) else None)
-
-    def _settle(self, command, state, detail=None, epoch=None):
-        if command is STOP_WITHOUT_COMMANDS:
-            return  # the server has no command to settle
-        at_epoch, at_step = self._applying_at
-        if epoch is None:
-            epoch = self._last_epoch if at_epoch is None else at_epoch
-        step = self._last_step if at_step is None else at_step
-        self._outcomes.post(command, state, detail, epoch, step)
-
-    def _settle_left_commands(self, status):
-        """At finish: what the training never handled ends refused, but a stop taken
-        otherwise (RemoteStop's acknowledgement settled it) and a stop_after_epoch
-        when the run ends stopped."""
-        self._channel.close()
-        left, self._stopping_after_epoch = self._stopping_after_epoch, []
-        while self._queued:
-            with contextlib.suppress(IndexError):  # another thread may take the last
-                left.append(self._queued.popleft())
-        for command in left:
-            if command.kind == "stop" and self._stop_acknowledged:
-                continue
-            if command.kind == "stop_after_epoch" and status == "stopped":
-                self._settle(command, "applied", "the run ended stopped")
-            else:
-                self._settle(command, "refused", ENDED_FIRST)
-        self._outcomes.wait(self.flush_timeout)
-
-    def _received(self, command):
-        """(The channel's thread, before the training can see `command`.) A stop, in a
-        training that handles commands, is acknowledged on sight, as the stop poller
-        did: so the acknowledgement is ahead of every event logged once it is taken."""
-        if command.kind != "stop" or not self._handles_commands:
-            return
-        with self._acknowledge_lock:
-            first, self._stop_acknowledged = not self._stop_acknowledged, True
-        if first:
-            try:
-                self.api.acknowledge_stop(command.run_id)
-            except (DeliveryFailed, Rejected):
-                self._sender.acknowledge_stop()  # retried, ahead of the events that follow
-
-    def _poll_for_stop(self):
-        """The server predates commands: poll its control state for a stop, as before."""
-        self._stop_poller = StopPoller(
-            self.api, lambda: self.id, self._stop_from_control, self.stop_poll_interval
-        )
-        self._stop_poller.start()
-
-    def _stop_from_control(self, control):
-        """(The poller's thread.) Queue the stop as a `stop` command (id 0): it is
-        taken, and acknowledged, when the training handles its commands."""
-        self._inbox.put(STOP_WITHOUT_COMMANDS)
-        return True
+        self.commands.end_of_epoch(epoch)
 
     def acknowledge_stop(self):
         """Take a stop requested on the server: the run will end `stopped`.
@@ -473,13 +323,7 @@ class Run:
         logged after this call (so the server sees it before `train_end`); it is
         sent once, however often this is called. Returns True.
         """
-        self.final_status = self.final_status or "stopped"
-        self._stop_requested = True
-        with self._acknowledge_lock:
-            first, self._stop_acknowledged = not self._stop_acknowledged, True
-        if first:
-            self._sender.acknowledge_stop()
-        return True
+        return self.commands.acknowledge_stop()
 
     def flush(self, timeout=None):
         """Wait until events so far are delivered or spooled; return True if in time."""
@@ -492,13 +336,12 @@ class Run:
         self._finished = True
         _exit_guard.release(self)
         status = status or self.final_status or "finished"
-        self._settle_left_commands(status)
+        self.commands.settle_left(status)
         data = {"status": status}
         if error:
             data["error"] = str(error)
         self.log_event("train_end", data=data)
-        if self._stop_poller is not None:
-            self._stop_poller.close()
+        self.commands.close()
         self._sender.close(self.flush_timeout)
 
     def end_with(self, exc):

@@ -38,7 +38,8 @@ def wait_for(condition, what, deadline=10.0):
 
 def received(run, command):
     """Wait until `command` is in the run's inbox (delivered, not yet applied)."""
-    wait_for(lambda: command["id"] in [c.id for c in run._inbox.queue], "the command to arrive")
+    queue = run.commands.inbox.queue
+    wait_for(lambda: command["id"] in [c.id for c in queue], "the command to arrive")
 
 
 def outcome_of(server, command):
@@ -117,7 +118,7 @@ def test_a_training_that_never_handles_commands_is_never_said_to_apply_one(serve
     received(run, stop)
     run.log({"loss": 1.0}, epoch=0)
     run.log({"loss": 0.5}, epoch=1)
-    assert [c.id for c in run._inbox.queue] == [pause["id"], stop["id"]]  # none applied
+    assert [c.id for c in run.commands.inbox.queue] == [pause["id"], stop["id"]]  # none applied
     run.finish()
     for command in (pause, stop):
         assert outcome_of(server, command) == (
@@ -244,7 +245,7 @@ def test_a_re_delivered_command_is_applied_once(server):
     received(run, command)
     asked = len(server.pending_asked)
     wait_for(lambda: len(server.pending_asked) >= asked + 3, "three re-deliveries")
-    assert [c.id for c in run._inbox.queue] == [command["id"]]
+    assert [c.id for c in run.commands.inbox.queue] == [command["id"]]
     run.handle_commands()
     outcome_of(server, command)
     run.handle_commands()
@@ -302,7 +303,7 @@ def test_commands_left_unhandled_at_finish_end_refused_and_a_taken_stop_applied(
 def test_a_server_without_commands_still_stops_the_run_through_its_control_state(server):
     server.no_commands_api = True  # an older server: GET .../commands/pending is 404
     run = started_run(server, stop_poll_interval=0.02)
-    wait_for(lambda: run._channel.ended, "the channel to give up")
+    wait_for(lambda: run.commands.channel.ended, "the channel to give up")
     server.stop_requested = True
     wait_for(lambda: run.should_stop, "the stop")
     run.finish()
