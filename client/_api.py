@@ -1,5 +1,6 @@
 """The few HTTP calls the client makes, with the server's answers sorted into outcomes."""
 
+import json
 import threading
 import time
 
@@ -25,7 +26,7 @@ MAX_VALUES_PER_REQUEST = 10_000  # metric values in one request
 DEFAULT_PORTS = {"http": 80, "https": 443}
 LONG_POLL_WAIT = 25.0  # seconds the server holds `pending_commands` open when there is none
 LONG_POLL_MARGIN = 10.0  # the read timeout is the wait plus this: the server answers by then
-LIVE_STATUSES = ("running", "lost")  # a run not ended yet: its training may still be stopped
+LIVE_STATUSES = ("running", "paused", "lost")  # not ended yet: its training may still be stopped
 
 
 def same_root(first, second):
@@ -309,7 +310,7 @@ class ServerApi:
         """Run `run` given as an id or a name, or None.
 
         A name means the newest run of that name (in `project`, if given); with
-        `live_first`, the newest one still live (running or lost), if there is one.
+        `live_first`, the newest one still live (running, paused or lost), if there is one.
         """
         if run.isascii() and run.isdigit():
             try:
@@ -335,7 +336,8 @@ class ServerApi:
         """Send run `run_id` a command (a control token); its `CommandRecord`.
 
         Raises `Rejected`: 409 once the run has ended, 422 for an unknown `kind` or
-        a bad `value`.
+        a bad `value`; without asking the server for a `value` JSON can't carry
+        (NaN, an infinity).
 
         Example:
             >>> api = ServerApi(token="cb_...")
@@ -344,6 +346,12 @@ class ServerApi:
         """
         body = {"kind": kind}
         if value is not None:
+            try:
+                json.dumps(value, allow_nan=False)
+            except ValueError:  # what httpx would raise: NaN or an infinity
+                raise Rejected(
+                    f"can't send {kind!r} with value {value!r}: JSON has no NaN or infinity"
+                ) from None
             body["value"] = value
         if reason:
             body["reason"] = reason

@@ -137,6 +137,25 @@ def test_stop_by_name_stops_the_live_run_not_a_newer_ended_one(board):
     assert f"Stop requested for run {live} " in stopped.stdout
 
 
+def test_stop_by_name_finds_a_paused_run(board):
+    # `paused` was not among the client's live statuses: the newer ended run was taken.
+    with board.client() as client:
+        paused = create_run(client, "resting", project="twins")
+    controller = ServerApi(board.root, token=board.tokens["control"])
+    training = ServerApi(board.root, token=board.tokens["ingest"])
+    pause = controller.issue_command(paused, "pause")
+    training.report_outcome(paused, pause.id, "applied")
+    assert controller.read_run(paused).status == "paused"
+    with board.client() as client:
+        end_run(client, create_run(client, "resting", project="twins"))
+    assert controller.find_run("resting", project="twins", live_first=True).id == paused
+    stopped = board.call("stop", "resting", role="control")
+    assert stopped.exit_code == 0, stopped.output
+    assert f"Stop requested for run {paused} " in stopped.stdout
+    controller.close()
+    training.close()
+
+
 def test_stop_names_an_ended_or_missing_run_in_one_line(board):
     with board.client() as client:
         ended = create_run(client, "done-already", project="stopping")

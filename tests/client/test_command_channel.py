@@ -177,6 +177,19 @@ def test_the_commands_api_calls(server, api):
     assert [c.id for c in api.list_commands(1)] == [issued.id, other.id]
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), [1.0, float("nan")]])
+def test_a_command_value_json_cannot_carry_is_rejected_before_sending(server, api, value):
+    # It raised the JSON encoder's ValueError from inside httpx.
+    sent = len(server.requests)
+    with pytest.raises(Rejected) as refused:
+        api.issue_command(1, "set_learning_rate", value=value)
+    message = str(refused.value)
+    assert message == (
+        f"can't send 'set_learning_rate' with value {value!r}: JSON has no NaN or infinity"
+    )
+    assert "\n" not in message and len(server.requests) == sent
+
+
 def test_a_command_answer_of_another_shape_is_unexpected():
     answer = FakeServer().issue("pause")
     assert CommandRecord.from_answer(answer).kind == "pause"
