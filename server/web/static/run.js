@@ -1,8 +1,9 @@
-// The run page: charts, progress, events and the Stop button, kept live over SSE.
+// The run page: charts, progress, events, the Stop button and commands, kept live over SSE.
 
 import { apiUrl, getJSON, metricPath } from "./api.js";
 import { MetricBoard } from "./board.js";
 import { bindChartControls, pointsFor } from "./charts.js";
+import { CommandPanel } from "./commands.js";
 import { refreshAgo, setAgo, setStatus } from "./format.js";
 import { batcher, subscribe } from "./live.js";
 import { Progress } from "./progress.js";
@@ -19,6 +20,7 @@ const board = new MetricBoard(chartsBox, document.getElementById("charts-empty")
 const timeline = new Timeline(document.getElementById("timeline"), document.getElementById("timeline-empty"));
 const progress = new Progress();
 const stop = new StopControl(runId);
+const commands = new CommandPanel(runId);
 const statusBadge = document.getElementById("run-status");
 const created = document.getElementById("run-created");
 const updated = document.getElementById("run-updated");
@@ -28,6 +30,7 @@ function showRun(summary) {
   setStatus(statusBadge, run.status);
   setAgo(updated, run.updated_at);
   stop.update(run.stop ?? run.control?.state ?? "none", run);
+  commands.update(run);
   progress.setRun(run);
   progress.render();
 }
@@ -86,7 +89,11 @@ const early = [];
 const enqueue = batcher(applyEvents);
 
 subscribe(apiUrl(`/runs/${runId}/stream`, { after: streamAfter }), {
-  onEvent: (event) => (ready ? enqueue(event) : early.push(event)),
+  onEvent: (event) => {
+    commands.notice(event);
+    if (ready) enqueue(event);
+    else early.push(event);
+  },
   onRun: showRun,
 });
 
@@ -135,6 +142,7 @@ async function loadTimeline() {
 async function start() {
   setAgo(created, run.created_at);
   showRun(run);
+  commands.load();
   const series = await loadSeries();
   chartsBox.setAttribute("aria-busy", "false");
   requestAnimationFrame(() =>
