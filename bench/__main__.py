@@ -24,6 +24,7 @@ BENCHMARKS = {
     "memory": "bench.memory",
     "dashboard": "bench.dashboard",
     "postgres": "bench.postgres",
+    "capacity": "bench.capacity",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 

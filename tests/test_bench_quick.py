@@ -19,6 +19,7 @@ TITLES = {
     "memory": "## Memory: server resident set size",
     "dashboard": "## Dashboard: a 20-metric run's page in Chromium",
     "postgres": "## PostgreSQL vs SQLite",
+    "capacity": "## Capacity: live runs one server holds",
 }
 
 
