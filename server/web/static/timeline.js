@@ -16,7 +16,13 @@ const LABELS = {
   stop_acknowledged: "stop acknowledged",
   lost: "client silent",
   warning: "warning",
+  command_requested: "command sent",
+  command_applied: "command applied",
+  command_refused: "command refused",
+  command_cancelled: "command cancelled",
 };
+
+const COMMAND = (d) => `${(d.kind ?? "?").replaceAll("_", " ")}${d.value !== null && d.value !== undefined ? ` ${formatValue(d.value)}` : ""}`;
 
 const DESCRIBE = {
   train_begin: (d) => `${d.epochs ?? "?"} epochs × ${d.steps ?? "?"} steps`,
@@ -33,6 +39,10 @@ const DESCRIBE = {
   stop_acknowledged: () => "the training saw the request and is stopping",
   lost: (d) => `no news for ${d.silent_seconds ?? "?"} s`,
   warning: (d) => d.message ?? "",
+  command_requested: (d) => `${COMMAND(d)}${d.by ? ` by ${d.by}` : ""}${d.reason ? ` (${d.reason})` : ""}`,
+  command_applied: (d) => `${COMMAND(d)}${d.step !== null && d.step !== undefined ? ` at step ${d.step}` : ""}${d.detail ? `: ${d.detail}` : ""}`,
+  command_refused: (d) => `${COMMAND(d)}: ${d.detail ?? "no reason given"}`,
+  command_cancelled: (d) => COMMAND(d),
 };
 
 function describe(event) {
