@@ -220,6 +220,36 @@ def test_the_same_run_created_through_both_replicas_at_once_is_one_run(replicas)
     assert len(ids) == 1
 
 
+def test_a_command_issued_on_a_reaches_a_training_connected_to_b(replicas):
+    """A real fit() with RemoteControl reports to B; someone steers it through A."""
+    import keras
+
+    from callboard.client import RemoteControl, RemoteMonitor
+    from tests.e2e.test_remote_control import Steering, fit_steered
+    from tests.e2e.test_training import unique
+
+    a, b = replicas
+    steering = Steering(a.root, unique("across-replicas"))
+    sent = {}
+
+    def steer(steering):
+        sent["lr"] = steering.settled(steering.send("set_learning_rate", 0.0005))
+        sent["stop"] = steering.settled(steering.send("stop"))
+
+    monitor = RemoteMonitor(root=b.root, run=steering.name, project="replicas")
+    model, _ = fit_steered(steering, steer, [monitor, RemoteControl()])
+    assert sent["lr"]["state"] == "applied" and sent["stop"]["state"] == "applied", sent
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(5e-4)
+    for replica in (a, b):
+        answer = httpx.get(f"{replica.root}/api/v1/runs/{steering.run_id}/commands", timeout=30)
+        commands = answer.json()["commands"]
+        assert [(c["kind"], c["state"]) for c in commands] == [
+            ("set_learning_rate", "applied"),
+            ("stop", "applied"),
+        ], replica.root
+    assert steering.status_once_not("running") == "stopped"
+
+
 def test_replicas_starting_at_once_on_an_empty_database_all_come_up():
     # Each server migrates at start; without a lock, their CREATE TABLEs collide.
     with fresh_postgres_database("callboard_start") as url:
