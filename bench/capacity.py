@@ -83,7 +83,10 @@ class Connection:
                     raise
                 fresh = True
         self.used = time.monotonic()
-        return status, orjson.loads(data) if data else None
+        try:
+            return status, orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:  # uvicorn's own answers (a 503) are plain text
+            return status, data.decode(errors="replace")
 
     async def _answer(self):
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -189,7 +192,7 @@ class Load:
         """The answer's JSON, or None after counting an error (then a pause, as a client's)."""
         try:
             status, answer = await connection.request(method, path, body)
-        except (OSError, asyncio.IncompleteReadError) as exc:
+        except Exception as exc:  # a connection refused or reset, an answer cut short
             self.errors[type(exc).__name__] += 1
             connection.close()
             await asyncio.sleep(1)
@@ -214,7 +217,9 @@ class Load:
                     if self.measuring:
                         self.ingest.append(time.perf_counter() - started)
                 due += PERIOD
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                while due < time.monotonic():  # a slow answer: the missed epochs go in the next
+                    due += PERIOD
+                await asyncio.sleep(due - time.monotonic())
 
     async def hold(self, index, run):
         """The push channel: a long-poll held at a time; each command answered is applied."""
@@ -360,6 +365,10 @@ def _servers(url, count):
             server.stop()
 
 
+def _ms(value, digits):
+    return "none" if value != value else f"{value:,.{digits}f}"  # NaN: no sample
+
+
 def _row(database, replicas, mode, n, figures):
     ingest = [s * 1000 for s in figures["ingest"]]
     delivery = [s * 1000 for s in figures["delivery"]]
@@ -372,8 +381,8 @@ def _row(database, replicas, mode, n, figures):
         "channel": mode,
         "runs": n,
         "events req/s": f"{len(ingest) / figures['seconds']:,.0f}",
-        "ingest p50 / p95 ms": f"{percentile(ingest, 50):,.1f} / {ingest_p95:,.1f}",
-        "delivery p50 / p95 ms": f"{percentile(delivery, 50):,.0f} / {delivery_p95:,.0f}"
+        "ingest p50 / p95 ms": f"{_ms(percentile(ingest, 50), 1)} / {_ms(ingest_p95, 1)}",
+        "delivery p50 / p95 ms": f"{_ms(percentile(delivery, 50), 0)} / {_ms(delivery_p95, 0)}"
         + (f" ({figures['undelivered']} late)" if figures["undelivered"] else ""),
         "server CPU": f"{figures['server CPU']:.0%}",
         "server RSS MiB": f"{figures['RSS']:,.0f}",
