@@ -1,6 +1,6 @@
 """Every Callboard callback in a real `fit()` on this process's Keras backend.
 
-Run as `python -m tests.e2e.backend_training ROOT PREFIX FOLDER` with
+Run as `python -m tests.e2e.backend_training ROOT PREFIX FOLDER [SCENARIO,...]` with
 `KERAS_BACKEND` set (Keras fixes its backend per process). Each scenario trains
 a tiny model into the run `PREFIX-<scenario>` of project "backends", with
 RemoteMonitor and RemoteStop beside the callback it exercises; the last line of
@@ -24,6 +24,7 @@ from callboard.client import (
     LearningRateScheduler,
     ModelCheckpoint,
     ReduceLROnPlateau,
+    RemoteControl,
     RemoteMonitor,
     RemoteStop,
     TerminateOnNaN,
@@ -33,6 +34,7 @@ from tests.e2e.training import tiny_data, tiny_model
 EPOCHS = 3
 STOP_AFTER = 2  # epochs before another client presses Stop
 MOST_EPOCHS = 500  # a remote-stop scenario that reaches this was never stopped
+NEW_RATE = 0.0005  # what the remote-control scenario's set_learning_rate asks for
 BATCH_SIZE = 16  # 96 training samples after the validation split: 6 steps an epoch
 
 
@@ -79,6 +81,29 @@ class Scenario:
         work.async_safe = True  # keep Keras's thread-pool dispatch on JAX and torch
         return self.fit(name, [work], epochs=MOST_EPOCHS, monitor=monitor)
 
+    def remote_control(self, name):
+        """Another client sets the learning rate after epoch 0, then asks for a stop after
+        epoch 1: RemoteControl applies both, and the fit ends at an epoch's end."""
+        monitor = self.monitor(name)
+
+        def steer(epoch, logs):
+            commands = {0: {"kind": "set_learning_rate", "value": NEW_RATE}}
+            commands[STOP_AFTER - 1] = {"kind": "stop_after_epoch"}
+            if epoch in commands:
+                url = f"{self.root}/api/v1/runs/{monitor.run.id}/commands"
+                httpx.post(url, json=commands[epoch]).raise_for_status()
+
+        work = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: time.sleep(0.005), on_epoch_end=steer
+        )
+        work.async_safe = True
+        model = tiny_model()
+        history = self.fit(
+            name, [work, RemoteControl()], epochs=MOST_EPOCHS, model=model, monitor=monitor
+        )
+        rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        return {**history, "final_learning_rate": [rate]}
+
     def model_checkpoint(self, name):
         path = os.path.join(self.folder, "model.keras")
         return self.fit(name, [ModelCheckpoint(path)])
@@ -123,6 +148,7 @@ class Scenario:
 SCENARIOS = {
     "remote-stop": lambda s, name: s.remote_stop(name),
     "remote-stop-batches": lambda s, name: s.remote_stop(name, batch_frequency=2),
+    "remote-control": Scenario.remote_control,
     "model-checkpoint": Scenario.model_checkpoint,
     "early-stopping": Scenario.early_stopping,
     "learning-rate-scheduler": Scenario.learning_rate_scheduler,
@@ -132,10 +158,13 @@ SCENARIOS = {
 }
 
 
-def main(root, prefix, folder):
+def main(root, prefix, folder, only=""):
+    """Train every scenario, or only those named in `only` (comma-separated)."""
     scenario = Scenario(root, prefix, folder)
     results = {}
     for name, train in SCENARIOS.items():
+        if only and name not in only.split(","):
+            continue
         try:
             history = train(scenario, name)
             results[name] = {"history": {k: [float(v) for v in vs] for k, vs in history.items()}}
@@ -145,4 +174,4 @@ def main(root, prefix, folder):
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:4])))
+    print(json.dumps(main(*sys.argv[1:5])))

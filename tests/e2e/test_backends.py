@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .backend_training import EPOCHS, MOST_EPOCHS, SCENARIOS, STOP_AFTER
+from .backend_training import EPOCHS, MOST_EPOCHS, NEW_RATE, SCENARIOS, STOP_AFTER
 from .test_training import find_run, series, unique
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,6 +84,22 @@ def check_remote_stop(run, history, batches):
     assert steps == sorted(set(steps))
 
 
+def check_remote_control(run, history):
+    """The rate set and the stop after an epoch, sent while it trained, both applied."""
+    [rate] = history.pop("final_learning_rate")
+    epochs = len(history["loss"])
+    assert STOP_AFTER <= epochs < MOST_EPOCHS  # stopped by the command
+    assert rate == pytest.approx(NEW_RATE)
+    assert run.status == "stopped" and run.get("")["epochs_done"] == epochs
+    commands = run.get("/commands")["commands"]
+    assert [(c["kind"], c["state"]) for c in commands] == [
+        ("set_learning_rate", "applied"),
+        ("stop_after_epoch", "applied"),
+    ], commands
+    assert commands[1]["epoch"] == epochs - 1  # it took effect at the last epoch's end
+    run.assert_stores(history)
+
+
 def check_model_checkpoint(run, history):
     assert run.status == "finished"
     run.assert_stores(history)
@@ -125,6 +141,7 @@ def check_backup_and_restore(run, history):
 CHECKS = {
     "remote-stop": lambda run, history: check_remote_stop(run, history, batches=False),
     "remote-stop-batches": lambda run, history: check_remote_stop(run, history, batches=True),
+    "remote-control": check_remote_control,
     "model-checkpoint": check_model_checkpoint,
     "early-stopping": check_early_stopping,
     "learning-rate-scheduler": lambda run, h: check_rate_changes(run, h, [0.01, 0.005, 0.01 / 3]),
