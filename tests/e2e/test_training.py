@@ -161,7 +161,14 @@ def test_stop_from_another_process_ends_fit_early(live_server):
             f"{live_server.root}/api/v1/runs/{run['id']}/events", params={"include_metrics": False}
         ).json()["events"]
     ]
-    assert kinds[-3:] == ["stop_requested", "stop_acknowledged", "train_end"]
+    # The stop is a `stop` command too: requested with it, applied by the acknowledgement.
+    assert kinds[-5:] == [
+        "stop_requested",
+        "command_requested",
+        "stop_acknowledged",
+        "command_applied",
+        "train_end",
+    ]
 
 
 def test_malformed_posts_get_4xx_and_leave_data_untouched(live_server):
