@@ -148,7 +148,11 @@ class CuttableProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client):
-        if self.refusing:
+        with self._lock:  # a connection is either refused or registered, so cut() reaches it
+            refused = self.refusing
+            if not refused:
+                self._sockets.append(client)
+        if refused:
             client.settimeout(10)
             with contextlib.suppress(OSError):
                 self.refused.append(client.recv(65536).split(b"\r\n", 1)[0].decode())
@@ -160,7 +164,13 @@ class CuttableProxy:
             client.close()
             return
         with self._lock:
-            self._sockets += [client, upstream]
+            cut_meanwhile = self.refusing
+            if not cut_meanwhile:
+                self._sockets.append(upstream)
+        if cut_meanwhile:
+            client.close()
+            upstream.close()
+            return
         threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
         self._pump(client, upstream, True)
 
@@ -178,8 +188,8 @@ class CuttableProxy:
 
     def cut(self):
         """Refuse new connections and drop every open one."""
-        self.refusing = True
         with self._lock:
+            self.refusing = True
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
             with contextlib.suppress(OSError):
