@@ -36,4 +36,4 @@ class Settings(BaseSettings):
     allowed_hosts: str | None = None
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 20.0
-    max_connections: int = 1000
+    max_connections: int = 4096  # each training holds one for its commands; 40 KiB each

@@ -105,7 +105,7 @@ def serve(
 
     import uvicorn
 
-    from callboard.server.http.serving import uvicorn_options
+    from callboard.server.http.serving import raise_open_files_limit, uvicorn_options
     from callboard.server.main import create_app
 
     settings = settings_for(db)
@@ -132,6 +132,7 @@ def serve(
     settings.require_tokens = settings.require_tokens or not (insecure or is_loopback(host))
     console.print(f"Callboard on http://{host}:{port}")
     web_app = create_app(settings)
+    raise_open_files_limit(settings.max_connections)
     # What exists now (modules, the app) lives as long as the process: leaving it out
     # of the collector's full passes keeps them short under load.
     gc.collect()

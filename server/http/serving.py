@@ -90,6 +90,31 @@ def protocol_for(settings):
     )
 
 
+def raise_open_files_limit(connections, spare=128):
+    """Raise this process's soft limit of open files to hold `connections` (plus `spare`
+    for the database and logs), up to the hard limit; never lower it. Returns the limit.
+
+    Every training holds a connection for its commands: the common soft limit of
+    1,024 would refuse connections long before `max_connections`.
+
+    Example:
+        `raise_open_files_limit(settings.max_connections)`
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + spare
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):  # past the kernel's own ceiling: keep what we have
+            return soft
+        return wanted
+    return soft
+
+
 def uvicorn_options(settings):
     """Options every Callboard server passes to uvicorn (`callboard serve`, the demo).
 
