@@ -15,17 +15,15 @@ over asyncio streams); its CPU share is reported beside the server's.
 
 import asyncio
 import contextlib
-import os
 import random
-import resource
 import threading
 import time
 from collections import Counter
 
-import orjson
-
 from .ceiling import _databases, process_cpu_seconds
 from .common import EPOCH_KEYS, percentile, rss_mib
+from .lean_http import Connection
+from .probes import busy_cpu, open_sockets, own_cpu, settled_rss
 from .report import Report
 
 PERIOD = 5.0  # seconds between a run's events requests
@@ -47,60 +45,6 @@ SIZES = {
     },
     "quick": {"steps": (20,), "replica steps": (), "ramp": 1.0, "window": 2.0, "held": 20},
 }
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection: a request, then its answer (Content-Length bodies).
-
-    A connection idle longer than uvicorn keeps one (5 s) is opened afresh, as
-    httpx's pool does; a request on one the server just closed is sent again once.
-    """
-
-    def __init__(self, root):
-        self.host, port = root.removeprefix("http://").split(":")
-        self.port = int(port)
-        self.reader = self.writer = None
-        self.used = 0.0
-
-    async def request(self, method, path, body=None):
-        """`(status, parsed JSON answer)`."""
-        payload = b"" if body is None else orjson.dumps(body)
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-        ).encode()
-        fresh = self.writer is None or time.monotonic() - self.used > 4.5
-        for attempt in (1, 2):
-            if fresh:
-                self.close()
-                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-            try:
-                self.writer.write(head + payload)
-                status, data = await self._answer()
-                break
-            except (ConnectionError, asyncio.IncompleteReadError):
-                if fresh or attempt == 2:
-                    raise
-                fresh = True
-        self.used = time.monotonic()
-        try:
-            return status, orjson.loads(data) if data else None
-        except orjson.JSONDecodeError:  # uvicorn's own answers (a 503) are plain text
-            return status, data.decode(errors="replace")
-
-    async def _answer(self):
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").lower().split("\r\n")
-        headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-        data = await self.reader.readexactly(int(headers.get("content-length", 0)))
-        if headers.get("connection") == "close":
-            self.close()
-        return int(lines[0].split()[1]), data
-
-    def close(self):
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
 
 
 def events_body(seq, epoch):
@@ -158,15 +102,15 @@ class Load:
         tasks += [asyncio.ensure_future(self.post_events(i, run)) for i, run in enumerate(ids)]
         await asyncio.sleep(ramp)
         prober = asyncio.ensure_future(self.issue_commands(ids))
-        cpu, mine, busy = [process_cpu_seconds(p) for p in pids], _own_cpu(), _busy_cpu()
+        cpu, mine, busy = [process_cpu_seconds(p) for p in pids], own_cpu(), busy_cpu()
         started = time.monotonic()
         self.measuring = True
         await asyncio.sleep(window)
         self.measuring = False
         seconds = time.monotonic() - started
         server_cpu = sum(process_cpu_seconds(p) for p in pids) - sum(cpu)
-        own_cpu = _own_cpu() - mine
-        others = _busy_cpu() - busy - server_cpu - own_cpu
+        load_cpu = own_cpu() - mine
+        others = busy_cpu() - busy - server_cpu - load_cpu
         rss = rss_mib(*pids)
         prober.cancel()
         deadline = time.monotonic() + GRACE + (0 if self.push else POLL_INTERVAL)
@@ -181,7 +125,7 @@ class Load:
             "delivery": self.delivery,
             "undelivered": lost,
             "server CPU": server_cpu / seconds,
-            "own CPU": own_cpu / seconds,
+            "own CPU": load_cpu / seconds,
             "others CPU": max(0.0, others) / seconds,
             "RSS": rss,
             "errors": self.errors,
@@ -277,22 +221,10 @@ class Load:
                 connection.close()
 
 
-def _busy_cpu():
-    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
-    with open("/proc/stat") as stat:
-        ticks = [int(field) for field in stat.readline().split()[1:]]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def held_channel_kib(load, held, pid):
     """Server memory per idle held long-poll: RSS with `held` of them minus with none, / held."""
     await load.create_runs(held)
-    before = _settled_rss(pid)
+    before = settled_rss(pid)
     connections = [Connection(load.roots[0]) for _ in range(held)]
 
     async def hold(connection, run):
@@ -304,35 +236,15 @@ async def held_channel_kib(load, held, pid):
         for c, r in zip(connections, load.runs[:held], strict=True)
     ]
     deadline = time.monotonic() + 20
-    while _open_sockets(pid) < held and time.monotonic() < deadline:
+    while open_sockets(pid) < held and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    after = await asyncio.to_thread(_settled_rss, pid)
+    after = await asyncio.to_thread(settled_rss, pid)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for connection in connections:
         connection.close()
     return (after - before) * 1024 / held
-
-
-def _settled_rss(pid, quiet=0.02, deadline_seconds=20):
-    """The server's RSS (MiB) once it has used under `quiet` s of CPU in half a second."""
-    deadline = time.monotonic() + deadline_seconds
-    cpu = process_cpu_seconds(pid)
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        cpu, was = process_cpu_seconds(pid), cpu
-        if cpu - was < quiet:
-            break
-    return rss_mib(pid)
-
-
-def _open_sockets(pid):
-    count = 0
-    for fd in os.scandir(f"/proc/{pid}/fd"):
-        with contextlib.suppress(OSError):
-            count += os.readlink(fd.path).startswith("socket:")
-    return count
 
 
 def _drained(server):
