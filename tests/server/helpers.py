@@ -1,7 +1,14 @@
 """Small builders for API tests."""
 
+import contextlib
 import itertools
+import threading
 import time
+
+import uvicorn
+
+from callboard.server.main import create_app
+from tests.server_process import free_port
 
 _uids = itertools.count(1)
 
@@ -31,3 +38,21 @@ def wait_until_lost(api, run_id, timeout=5):
     while api.get(f"/api/v1/runs/{run_id}").json()["status"] != "lost":
         assert time.monotonic() < deadline, "the sweeper never marked the run lost"
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def serving(settings):
+    """`settings`' app served by uvicorn on a thread of this process: `(app, root)`."""
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    try:
+        yield app, f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

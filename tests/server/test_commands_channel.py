@@ -2,38 +2,15 @@
 server (uvicorn in this process, SQLite and PostgreSQL; two replicas on PostgreSQL)."""
 
 import concurrent.futures
-import contextlib
 import socket
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 
 from callboard.server.api.routes import commands as command_routes
-from callboard.server.main import create_app
-from tests.server_process import free_port
 
-from .helpers import create_run, epoch_event, post_events
-
-
-@contextlib.contextmanager
-def serving(settings):
-    """`settings`' app served by uvicorn on a thread of this process: `(app, root)`."""
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    try:
-        yield app, f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+from .helpers import create_run, epoch_event, post_events, serving
 
 
 @pytest.fixture

@@ -1,34 +1,21 @@
 """Live streams are bounded: a cap answered with 503, and nothing left behind once they close."""
 
 import contextlib
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 
 from callboard.server.api.routes.stream import BATCH, stream_slots
-from callboard.server.main import create_app
-from tests.server_process import free_port
 
-from .helpers import create_run, epoch_event, post_events
+from .helpers import create_run, epoch_event, post_events, serving
 
 
 @pytest.fixture
 def served(settings):
     """The app served by uvicorn in this process (SQLite and PostgreSQL): `(app, root)`."""
-    app = create_app(settings.model_copy(update={"max_streams": 2}))
-    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield app, f"http://127.0.0.1:{server.config.port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(settings.model_copy(update={"max_streams": 2})) as app_and_root:
+        yield app_and_root
 
 
 def wait_for(condition, what, timeout=10):
