@@ -43,6 +43,7 @@ RUN_COLUMNS = (
     Run.stopped_at,
     Run.error,
     Run.updated_at,
+    Run.last_event_at,
 )
 RUN_STATE = tuple(column.key for column in RUN_COLUMNS)
 JSON_STATE = frozenset(column.key for column in RUN_COLUMNS if isinstance(column.type, JSON))
@@ -70,6 +71,7 @@ def store_events(connection, run_id, events, visible=None):
         if fresh:
             _insert_events(cursor, dialect, run_id, fresh, now)
             _apply_to_run(run, fresh, now)
+            run["last_event_at"] = now
             if run["status"] == "lost":
                 run["status"] = "running"
         run["updated_at"] = now

@@ -1,8 +1,9 @@
-"""The tables: projects, runs, events, metric points and remote commands."""
+"""The tables: projects, runs, events, metric points, remote commands, rules and their firings."""
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Double,
     ForeignKey,
     Index,
@@ -76,6 +77,8 @@ class Run(Base):
     stop_reason: Mapped[str | None] = mapped_column(Text)
     stop_acknowledged_at: Mapped[float | None] = mapped_column(Double)
     stopped_at: Mapped[float | None] = mapped_column(Double)
+    # When the training last sent an event (heartbeats don't count): what `silent` rules watch.
+    last_event_at: Mapped[float | None] = mapped_column(Double)
 
     project: Mapped[Project] = relationship(lazy="joined")
 
@@ -179,6 +182,100 @@ class Command(Base):
     settled_at: Mapped[float | None] = mapped_column(Double)
     epoch: Mapped[int | None] = mapped_column(Integer)
     step: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Rule(Base):
+    """A rule the server evaluates on every run of `project` (None: every project).
+
+    `condition` and `actions` are the validated JSON of `rules.schemas`; a webhook's
+    secret is kept here to sign its posts and never answered. `base_url` is the
+    dashboard address the rule's links point to.
+    """
+
+    __tablename__ = "rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    project: Mapped[str | None] = mapped_column(String(200))
+    condition: Mapped[dict] = mapped_column(JSON)
+    actions: Mapped[list] = mapped_column(JSON)
+    base_url: Mapped[str | None] = mapped_column(String(1000))
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class RuleState(Base):
+    """Where one rule stands on one run: inside a condition episode (`active`) or not.
+
+    `episode` counts the episodes that fired; `cursor` is the last metric step
+    evaluated when the state last changed; `version` makes each change
+    compare-and-set, so of two replicas judging the same run only one fires.
+    """
+
+    __tablename__ = "rule_states"
+
+    rule_id: Mapped[int] = mapped_column(
+        ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    active: Mapped[bool] = mapped_column(Boolean)
+    episode: Mapped[int] = mapped_column(Integer)
+    cursor: Mapped[int | None] = mapped_column(BigInteger)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class RuleFiring(Base):
+    """A rule fired on a run: once per (rule, run, episode); `done` lists what each action did."""
+
+    __tablename__ = "rule_firings"
+    __table_args__ = (
+        UniqueConstraint("rule_id", "run_id", "episode", name="uq_rule_firings_episode"),
+        Index("ix_rule_firings_fired_at", "fired_at"),
+        Index("ix_rule_firings_run_id", "run_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("rules.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    episode: Mapped[int] = mapped_column(Integer)
+    rule_name: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    metric: Mapped[str | None] = mapped_column(String(200))
+    value: Mapped[str | None] = mapped_column(String(40))  # encoded: NaN and infinities too
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    done: Mapped[list] = mapped_column(JSON)
+    fired_at: Mapped[float] = mapped_column(Double)
+
+
+class WebhookDelivery(Base):
+    """One webhook post of one firing: the exact body (and signature) every attempt sends.
+
+    `state` is `pending` until `delivered` or `failed` (attempts exhausted). A worker
+    claims a due delivery by setting `lease_until`, so one replica posts it at a time.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_firing", "firing_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firing_id: Mapped[int] = mapped_column(ForeignKey("rule_firings.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str | None] = mapped_column(String(100))
+    idempotency_key: Mapped[str] = mapped_column(String(100), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[float] = mapped_column(Double)
+    lease_until: Mapped[float | None] = mapped_column(Double)
+    delivered_at: Mapped[float | None] = mapped_column(Double)
+    created_at: Mapped[float] = mapped_column(Double)
 
 
 class ApiToken(Base):
