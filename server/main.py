@@ -22,6 +22,7 @@ from callboard.server.api.routes import (
     health,
     metrics,
     publish,
+    rules,
     runs,
     sparklines,
     stream,
@@ -39,6 +40,8 @@ from callboard.server.http.middleware import (
 from callboard.server.http.rate_limit import RateLimiter
 from callboard.server.lifecycle import mark_silent_runs
 from callboard.server.live import make_hub
+from callboard.server.rules.deliveries import WebhookSender
+from callboard.server.rules.engine import RuleEngine
 from callboard.server.settings import Settings
 from callboard.server.store import migrate
 from callboard.server.store.db import Database
@@ -73,10 +76,18 @@ async def lifespan(app):
     app.state.run_writes = RunWrites(app.state.writer, app.state.hub)
     await run_in_threadpool(app.state.hub.start)
     sweeper = asyncio.create_task(_sweep_forever(app))
+    sender = WebhookSender(app.state.writer, app.state.database)
+    sender.start()
+    rule_engine = RuleEngine(app.state.database, app.state.run_writes, app.state.hub, sender)
+    app.state.run_writes.on_change = rule_engine.runs_changed
+    rule_engine.start()
     try:
         yield
     finally:
         sweeper.cancel()
+        app.state.run_writes.on_change = None
+        await rule_engine.stop()
+        await sender.stop()
         app.state.writer.stop_inline()
         await run_in_threadpool(app.state.writer.stop)
         await run_in_threadpool(app.state.hub.stop)
@@ -143,6 +154,7 @@ def create_app(settings=None):
         commands,
         stream,
         tokens,
+        rules,
         health,
         sparklines,
         extremes,

@@ -36,4 +36,7 @@ class Settings(BaseSettings):
     allowed_hosts: str | None = None
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 20.0
+    # The dashboard's address as people reach it, for links in alerts (default: the address
+    # the rule's author used).
+    public_url: str | None = None
     max_connections: int = 4096  # each training holds one for its commands; 40 KiB each

@@ -13,7 +13,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 POSTGRES_ADMIN_URL = os.environ.get(
     "CALLBOARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
-TABLES = ("metric_points", "events", "runs", "projects", "api_tokens")
+TABLES = ("metric_points", "events", "runs", "projects", "api_tokens", "rules")
 
 
 @pytest.fixture(autouse=True)

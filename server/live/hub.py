@@ -9,6 +9,9 @@ import threading
 from collections import defaultdict
 
 RUNS_CHANNEL = "runs"
+# Published when a rule fires (the notifications lists wait on it) and when rules change.
+ALERTS_CHANNEL = "alerts"
+RULES_CHANNEL = "rules"
 
 
 def run_channel(run_id):

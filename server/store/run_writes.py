@@ -76,6 +76,8 @@ class RunWrites:
     def __init__(self, writer, hub):
         self.writer = writer
         self.hub = hub
+        # Told the ids of the runs each write changed, once it committed (the rule engine).
+        self.on_change = None
 
     async def write(self, work, order=0, size=1):
         """Run `work(connection, changed)` in the writer's next group; return its result.
@@ -105,6 +107,8 @@ class RunWrites:
         channels = changed.channels()
         if channels:
             self.hub.publish(*channels)
+        if changed.ids and self.on_change is not None:
+            self.on_change(changed.ids)
 
 
 def dialect_insert(connection, table):

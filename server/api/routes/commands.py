@@ -6,7 +6,6 @@ run's `hub.commands_channel`, across replicas on PostgreSQL), else after
 `wait` seconds, empty. No database connection is held while it waits.
 """
 
-import asyncio
 import functools
 import time
 from typing import Annotated
@@ -32,6 +31,7 @@ from callboard.server.api.deps import (
     require,
     still_admitted,
 )
+from callboard.server.api.long_poll import change_or_hang_up
 from callboard.server.api.schemas import MAX_ROW_ID, CommandIn, OutcomeIn
 from callboard.server.auth import OPEN, Principal
 from callboard.server.commands import (
@@ -156,26 +156,6 @@ def _read_pending(database, run_id, after, principal=None):
         return read_pending(session.connection(), run_id, after)
 
 
-async def _gone(request):
-    """Returns once the client has hung up (its request has no body left to read)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _change_or_hang_up(request, subscription, timeout):
-    """True on a change on `subscription`, False after `timeout` s, None once the client is gone."""
-    change = asyncio.ensure_future(subscription.wait(timeout))
-    gone = asyncio.ensure_future(_gone(request))
-    try:
-        await asyncio.wait((change, gone), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        change.cancel()
-        gone.cancel()
-    if gone.done() and not gone.cancelled():
-        return None
-    return change.result()
-
-
 async def _wait_for_pending(request, subscription, database, run_id, principal, after, wait):
     """The run's pending commands after `after`, waiting up to `wait` s for one; None once
     the client has gone. 404 unless `principal` sees the run; 401 once the caller's
@@ -183,7 +163,7 @@ async def _wait_for_pending(request, subscription, database, run_id, principal, 
     deadline = time.monotonic() + wait
     pending = await run_in_threadpool(_read_pending, database, run_id, after, principal)
     while not pending and (left := deadline - time.monotonic()) > 0:
-        woken = await _change_or_hang_up(request, subscription, left)
+        woken = await change_or_hang_up(request, subscription, left)
         if woken is None:
             return None
         if not await still_admitted(request, "ingest"):

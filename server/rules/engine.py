@@ -1,0 +1,383 @@
+"""The rule engine: every rule judged on the runs that changed, off the request path.
+
+`RunWrites` tells the engine which runs each committed write changed
+(`runs_changed`: a set update, nothing more, on the writer's path). The
+engine's task takes those runs a batch at a time, reads what is new (the
+metric points past where each rule last looked, the run's status) on a
+reader thread, and stores each change of standing through the writer
+(`firing.record_standing`), where a firing does its actions. Once a second it
+also judges `silent` rules on the live runs. Batches are a few tens of
+milliseconds apart, so a training posting thousands of times a second costs
+a few evaluations a second, not one per post.
+
+Example:
+    ```python
+    engine = RuleEngine(database, run_writes, hub, sender)
+    run_writes.on_change = engine.runs_changed
+    engine.start()
+    ...
+    await engine.stop()
+    ```
+"""
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, or_, select
+from starlette.concurrency import run_in_threadpool
+
+from callboard.server.live.hub import RULES_CHANNEL
+from callboard.server.rules.firing import Standing, record_standing
+from callboard.server.rules.spec import METRIC_CONDITIONS, stored_parts
+from callboard.server.rules.watches import MetricWatch, run_observation
+from callboard.server.store.models import (
+    ENDED_STATUSES,
+    LIVE_STATUSES,
+    MetricPoint,
+    Project,
+    Rule,
+    RuleState,
+    Run,
+)
+
+log = logging.getLogger("callboard.rules")
+
+RULES, STATES, POINTS = Rule.__table__, RuleState.__table__, MetricPoint.__table__
+RUN_COLUMNS = (
+    Run.id,
+    Run.name,
+    Run.status,
+    Run.project_id,
+    Run.last_event_at,
+    Run.created_at,
+    Project.name.label("project"),
+)
+
+
+@dataclass(frozen=True)
+class LoadedRule:
+    """A stored rule with its condition and actions as their models (`spec`)."""
+
+    id: int
+    name: str
+    project: str | None
+    condition: object
+    actions: list
+    base_url: str | None
+
+    def watches(self, project):
+        return self.project is None or self.project == project
+
+
+class Judgement:
+    """Where one rule stands on one run in this process: the stored `Standing`, and the
+    metric watch fed up to `cursor` (None: nothing fed yet)."""
+
+    __slots__ = ("standing", "watch", "cursor")
+
+    def __init__(self, rule, standing):
+        self.standing = standing
+        kind = rule.condition.kind
+        self.watch = MetricWatch(rule.condition) if kind in METRIC_CONDITIONS else None
+        self.cursor = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """A standing to store: the rule, the run, where it stood, where it goes, and why."""
+
+    rule: LoadedRule
+    run: object
+    before: Standing
+    active: bool
+    cursor: int | None
+    observation: object = None
+
+
+class RuleEngine:
+    """Judges every rule on the runs that changed, and `silent` rules every `tick_seconds`.
+
+    Args:
+        database: the app's `Database` (read on a thread).
+        run_writes: the app's `RunWrites` (standings and firings are stored through it).
+        hub: the live hub (rules changed on any replica: `RULES_CHANNEL`).
+        sender: the `WebhookSender`, woken when a firing queued webhooks.
+        settle_seconds: the pause between batches, in which more changes gather.
+    """
+
+    def __init__(self, database, run_writes, hub, sender, settle_seconds=0.02, tick_seconds=1.0):
+        self.database = database
+        self.run_writes = run_writes
+        self.hub = hub
+        self.sender = sender
+        self.settle_seconds = settle_seconds
+        self.tick_seconds = tick_seconds
+        self.rules = []
+        self._judgements = {}  # run id -> {rule id -> Judgement}
+        self._dirty = set()
+        self._loop = None
+        self._wake = None
+        self._rules_stale = True
+        self._tasks = ()
+
+    def start(self):
+        """Start judging (from inside the server's event loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._tasks = (
+            asyncio.create_task(self._judge_forever()),
+            asyncio.create_task(self._follow_rule_changes()),
+        )
+
+    async def stop(self):
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = ()
+
+    def runs_changed(self, run_ids):
+        """Judge `run_ids` soon (thread-safe; free while no rule exists)."""
+        if not self.rules and not self._rules_stale:
+            return
+        self._dirty.update(run_ids)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def _follow_rule_changes(self):
+        with self.hub.subscribe(RULES_CHANNEL) as changes:
+            while True:
+                if await changes.wait(3600):
+                    self._rules_stale = True
+                    self._wake.set()
+
+    async def _judge_forever(self):
+        next_tick = 0.0
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - time.monotonic()))
+            self._wake.clear()
+            tick = time.monotonic() >= next_tick
+            if tick:
+                next_tick = time.monotonic() + self.tick_seconds
+            try:
+                await self._judge_once(tick)
+            except Exception:  # a rule engine that dies silently is worse than a logged error
+                log.exception("rule evaluation failed; trying again at the next change")
+            await asyncio.sleep(self.settle_seconds)
+
+    async def _judge_once(self, tick):
+        if self._rules_stale:
+            self._rules_stale = False
+            self.rules = await run_in_threadpool(self._load_rules)
+            self._judgements.clear()
+        dirty, self._dirty = self._dirty, set()
+        if not self.rules or not (dirty or tick):
+            return
+        changes = await run_in_threadpool(self._judge, dirty, tick, time.time())
+        for change in changes:
+            await self._store(change)
+
+    async def _store(self, change):
+        """Store one change of standing; forget what this process knew when it could not."""
+        run_id = change.run.id
+        work = functools.partial(
+            record_standing,
+            rule=change.rule,
+            run=change.run,
+            before=change.before,
+            active=change.active,
+            cursor=change.cursor,
+            observation=change.observation,
+        )
+        try:
+            stored = await self.run_writes.write(work, order=run_id)
+        except Exception:
+            log.exception(
+                "could not store rule %s on run %s; judging again", change.rule.id, run_id
+            )
+            stored = None
+            self._dirty.add(run_id)
+        judgements = self._judgements.get(run_id, {})
+        if stored is None:  # moved by another replica, or failed: read it again next time
+            judgements.pop(change.rule.id, None)
+            return
+        standing, webhooks = stored
+        if change.rule.id in judgements:
+            judgements[change.rule.id].standing = standing
+        if webhooks:
+            self.sender.wake()
+
+    def _load_rules(self):
+        with self.database.reader() as session:
+            rows = session.execute(select(RULES).order_by(RULES.c.id)).all()
+        loaded = []
+        for row in rows:
+            try:
+                condition, actions = stored_parts(row.condition, row.actions)
+            except ValueError:
+                log.warning("rule %s is not readable by this version; skipped", row.id)
+                continue
+            loaded.append(
+                LoadedRule(row.id, row.name, row.project, condition, actions, row.base_url)
+            )
+        return loaded
+
+    def _judge(self, run_ids, tick, now):
+        """The changes of standing to store (runs in `run_ids`, and silent ones on a tick)."""
+        changes = []
+        with self.database.reader() as session:
+            connection = session.connection()
+            runs = {run.id: (run, False) for run in _runs(connection, run_ids)}
+            if tick:
+                for run in self._silent_runs(connection, now):
+                    runs.setdefault(run.id, (run, True))
+            for run, only_silent in runs.values():
+                rules = [rule for rule in self.rules if rule.watches(run.project)]
+                if only_silent:
+                    rules = [rule for rule in rules if rule.condition.kind == "silent"]
+                if rules:
+                    changes.extend(self._judge_run(connection, run, rules, now))
+                if run.status in ENDED_STATUSES:
+                    self._judgements.pop(run.id, None)  # it will not change much more
+        return changes
+
+    def _silent_runs(self, connection, now):
+        silent = [rule.condition.seconds for rule in self.rules if rule.condition.kind == "silent"]
+        if not silent:
+            return []
+        last_heard = func.coalesce(Run.last_event_at, Run.created_at)
+        return connection.execute(
+            _run_query().where(Run.status.in_(LIVE_STATUSES), last_heard < now - min(silent))
+        ).all()
+
+    def _judgements_of(self, connection, run, rules):
+        known = self._judgements.setdefault(run.id, {})
+        missing = [rule for rule in rules if rule.id not in known]
+        if missing:
+            stored = {
+                row.rule_id: Standing(row.active, row.episode, row.cursor, row.version)
+                for row in connection.execute(
+                    select(STATES).where(
+                        STATES.c.run_id == run.id,
+                        STATES.c.rule_id.in_([rule.id for rule in missing]),
+                    )
+                )
+            }
+            for rule in missing:
+                known[rule.id] = Judgement(rule, stored.get(rule.id, Standing()))
+        return known
+
+    def _judge_run(self, connection, run, rules, now):
+        judgements = self._judgements_of(connection, run, rules)
+        points = _new_points(connection, run.id, rules, judgements)
+        for rule in rules:
+            judgement = judgements[rule.id]
+            if judgement.watch is None:
+                observation = run_observation(rule.condition, run, now)
+                change = _change(rule, run, judgement, observation, judgement.standing.cursor)
+            else:
+                fed = [p for p in points.get(rule.condition.metric, ()) if _after(p, judgement)]
+                change = self._feed(connection, rule, run, judgement, fed)
+            if change is not None:
+                yield change
+
+    def _feed(self, connection, rule, run, judgement, points):
+        """Feed `points` to the rule's watch; the change of standing they make, if any."""
+        if not points:
+            return None
+        if rule.condition.kind == "worse_than_median":  # judged at the latest point only
+            points = points[-1:]
+        stored = judgement.standing
+        active, fired = stored.active, None
+        for step, epoch, value in points:
+            others = ()
+            if rule.condition.kind == "worse_than_median":
+                others = _others_at(connection, run, rule.condition.metric, step)
+            observation = judgement.watch.feed(step, epoch, value, others)
+            if stored.cursor is not None and step <= stored.cursor:
+                continue  # judged before this process started: its episode is stored
+            if observation is not None and not active:
+                fired = fired or observation
+            active = observation is not None
+        judgement.cursor = points[-1][0]
+        if fired is None and active == stored.active:
+            return None
+        return Change(rule, run, stored, active, judgement.cursor, fired)
+
+
+def _change(rule, run, judgement, observation, cursor):
+    """The change a run-level `observation` makes to the rule's standing, if any."""
+    holds, stored = observation is not None, judgement.standing
+    if holds == stored.active:
+        return None
+    return Change(rule, run, stored, holds, cursor, observation if holds else None)
+
+
+def _after(point, judgement):
+    return judgement.cursor is None or point[0] > judgement.cursor
+
+
+def _run_query():
+    return select(*RUN_COLUMNS).join(Project, Project.id == Run.project_id)
+
+
+def _runs(connection, run_ids):
+    if not run_ids:
+        return []
+    return connection.execute(_run_query().where(Run.id.in_(sorted(run_ids)))).all()
+
+
+def _new_points(connection, run_id, rules, judgements):
+    """`{metric: [(step, epoch, value), ...]}` in step order, past the earliest cursor of the
+    rules watching it (all of them for a rule this process has not fed yet)."""
+    since = {}
+    for rule in rules:
+        if rule.condition.kind not in METRIC_CONDITIONS:
+            continue
+        key, cursor = rule.condition.metric, judgements[rule.id].cursor
+        if key not in since:
+            since[key] = cursor
+        elif since[key] is not None:
+            since[key] = None if cursor is None else min(since[key], cursor)
+    if not since:
+        return {}
+    wanted = or_(
+        *(
+            and_(POINTS.c.key == key, POINTS.c.step > (-1 if cursor is None else cursor))
+            for key, cursor in since.items()
+        )
+    )
+    rows = connection.execute(
+        select(POINTS.c.key, POINTS.c.step, POINTS.c.epoch, POINTS.c.value)
+        .where(POINTS.c.run_id == run_id, wanted)
+        .order_by(POINTS.c.key, POINTS.c.step, POINTS.c.id)
+    )
+    points = {}
+    for key, step, epoch, value in rows:
+        points.setdefault(key, []).append((step, epoch, value))
+    return points
+
+
+def _others_at(connection, run, metric, step):
+    """The values of `metric` at `step` of the project's other runs (one each; None: NaN)."""
+    return (
+        connection.execute(
+            select(func.max(POINTS.c.value))
+            .join(Run, Run.id == POINTS.c.run_id)
+            .where(
+                Run.project_id == run.project_id,
+                Run.id != run.id,
+                POINTS.c.key == metric,
+                POINTS.c.step == step,
+            )
+            .group_by(POINTS.c.run_id)
+        )
+        .scalars()
+        .all()
+    )
