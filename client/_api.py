@@ -7,6 +7,7 @@ import time
 import httpx
 
 from ._answers import (
+    Answer,
     CommandList,
     CommandRecord,
     ControlState,
@@ -16,6 +17,7 @@ from ._answers import (
     RunsPage,
     Token,
     TokenList,
+    record,
 )
 from ._errors import DeliveryFailed, NotFound, Rejected, TooLarge, Unauthorized, UnexpectedAnswer
 
@@ -27,6 +29,32 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 LONG_POLL_WAIT = 25.0  # seconds the server holds `pending_commands` open when there is none
 LONG_POLL_MARGIN = 10.0  # the read timeout is the wait plus this: the server answers by then
 LIVE_STATUSES = ("running", "paused", "lost")  # not ended yet: its training may still be stopped
+
+
+@record
+class Rule(Answer):
+    """A rule as `POST` / `GET /api/v1/rules` answer it: a webhook's URL cut, its secret never.
+
+    `condition` is the rule's condition as sent; `actions` as shown
+    (`{"kind": "webhook", "url": "https://hooks.example.org/…", "has_secret": true}`,
+    `{"kind": "command", "command": "stop", "value": null, "factor": null}`).
+    """
+
+    id: int
+    name: str
+    project: str | None = None  # None: every project
+    condition: dict
+    actions: list[dict]
+    created_by: str | None = None
+    created_at: float
+    firings: int
+
+
+@record
+class RuleList(Answer):
+    """`GET /api/v1/rules`: the rules the caller's token sees, oldest first."""
+
+    rules: list[Rule]
 
 
 def same_root(first, second):
@@ -377,3 +405,27 @@ class ServerApi:
     def revoke_token(self, token_id):
         """Revoke token `token_id` (an admin token); the token as it is now."""
         return self._request("DELETE", f"/api/v1/tokens/{token_id}", Token)
+
+    def add_rule(self, rule):
+        """Add `rule` (the JSON of a `RuleIn`: name, project, condition, actions); its `Rule`.
+
+        Raises `Rejected` (422) naming a field the server refuses, `Unauthorized`
+        (403) for a token that may not manage rules of that project.
+
+        Example:
+            >>> ServerApi(token="cb_...").add_rule({  # doctest: +SKIP
+            ...     "name": "nan loss", "condition": {"kind": "nan", "metric": "loss"},
+            ...     "actions": [{"kind": "command", "command": "stop"}]})
+            Rule(id=3, name='nan loss', project=None, ...)
+        """
+        return self._request("POST", "/api/v1/rules", Rule, json=rule)
+
+    def list_rules(self, project=None):
+        """The rules this token sees (of every project, and of its own), oldest first; with
+        `project`, only that project's."""
+        params = {"project": project} if project is not None else None
+        return self._request("GET", "/api/v1/rules", RuleList, params=params).rules
+
+    def delete_rule(self, rule_id):
+        """Remove rule `rule_id`, its firings and their delivery log (NotFound if none seen)."""
+        self._send("DELETE", f"/api/v1/rules/{rule_id}")

@@ -25,6 +25,7 @@ from callboard.server.cli.db import (
     settings_for,
 )
 from callboard.server.cli.remote import NameInProject, RootOption, TokenOption, fail, server_api
+from callboard.server.cli.rules import rules_app
 from callboard.server.cli.tokens import token_app
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(rules_app, name="rules")
 console = Console()
 
 

@@ -1,6 +1,7 @@
 """A rule in words, as people read it: its condition and its actions, from the rule's JSON.
 
-The command line (`callboard rules`) prints them; the dashboard says the same.
+The command line (`callboard rules`) prints them; the dashboard says the same. Plain
+functions of the JSON, importing nothing: the command line starts without the server's models.
 
 Example:
     >>> condition_in_words({"kind": "above", "metric": "val_loss", "value": 2.5})
@@ -8,11 +9,6 @@ Example:
     >>> actions_in_words([{"kind": "command", "command": "stop", "value": None, "factor": None}])
     'command stop'
 """
-
-from callboard.server.rules.spec import WorseThanMedianCondition
-
-# Said only when a rule asks for another number of runs.
-USUAL_MIN_RUNS = WorseThanMedianCondition.model_fields["min_runs"].default
 
 
 def _number(value):
@@ -37,10 +33,8 @@ def _plateau(condition):
 def _worse_than_median(condition):
     warmup = condition.get("warmup") or 0
     since = f" from epoch {warmup} on" if warmup else ""
-    others = condition.get("min_runs", USUAL_MIN_RUNS)
-    among = f" of at least {others} other runs" if others != USUAL_MIN_RUNS else ""
     better = _better(condition)
-    return f"{condition['metric']} worse than the project's median{among}{better}{since}"
+    return f"{condition['metric']} worse than the project's median{better}{since}"
 
 
 WORDING = {
