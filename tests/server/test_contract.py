@@ -125,8 +125,18 @@ def test_real_answers_match_the_documented_schemas(tour):
     run = tour.call("POST", "/api/v1/runs", 201, json=spec)
     assert tour.call("POST", "/api/v1/runs", 200, json=spec)["id"] == run["id"]
     ids = {"run_id": run["id"]}
+    nan = {"kind": "nan", "metric": "val_loss"}
+    hook = {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret": "s"}
+    rule = {"name": "nan", "project": "p", "condition": nan, "actions": [hook]}
+    rule = tour.call("POST", "/api/v1/rules", 201, json=rule)
     events_path = "/api/v1/runs/{run_id}/events"
     assert tour.call("POST", events_path, fill=ids, json={"events": BATCH})["accepted"] == 4
+    alerts = tour.call("GET", "/api/v1/alerts", params={"after": 0, "wait": 10})["alerts"]
+    assert alerts[0]["value"] == "NaN" and alerts[0]["run"]["id"] == run["id"]
+    assert tour.call("GET", "/api/v1/rules")["rules"][0]["firings"] == 1
+    one_rule = {"rule_id": rule["id"]}
+    assert tour.call("GET", "/api/v1/rules/{rule_id}/deliveries", fill=one_rule)["deliveries"]
+    assert tour.call("DELETE", "/api/v1/rules/{rule_id}", fill=one_rule)["id"] == rule["id"]
     assert tour.call("GET", "/api/v1/runs/{run_id}", fill=ids)["last"]["loss"] == "Infinity"
     assert tour.call("GET", "/api/v1/runs")["runs"][0]["epochs"] == 3
     assert tour.call("GET", events_path, fill=ids)["events"][1]["metrics"]["val_loss"] == "NaN"

@@ -9,7 +9,7 @@ import functools
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy import delete, func, insert, select
 from starlette.concurrency import run_in_threadpool
 
@@ -166,19 +166,21 @@ def _rule_not_found(rule_id):
 
 
 def _remove_rule(connection, changed, rule_id, principal):
-    project = connection.execute(select(RULES.c.project).where(RULES.c.id == rule_id)).one_or_none()
-    if project is None or not (project[0] is None or principal.sees_project(project[0])):
+    row = connection.execute(select(RULES).where(RULES.c.id == rule_id)).one_or_none()
+    if row is None or not (row.project is None or principal.sees_project(row.project)):
         raise _rule_not_found(rule_id)
-    check_may_manage(principal, project[0])
+    check_may_manage(principal, row.project)
     connection.execute(delete(RULES).where(RULES.c.id == rule_id))
     changed.also(RULES_CHANNEL)
+    return row
 
 
-@router.delete("/rules/{rule_id}", status_code=204, responses=problems(401, 403, 404, 503))
+@router.delete("/rules/{rule_id}", response_model=Rule, responses=problems(401, 403, 404, 503))
 async def remove_rule(rule_id: RowId, writes: RunWritesDep, principal: Controller):
-    """Stop watching: the rule, its firings and their delivery log are removed."""
-    await writes.write(functools.partial(_remove_rule, rule_id=rule_id, principal=principal))
-    return Response(status_code=204)
+    """Stop watching: the rule, its firings and their delivery log are removed; answers the
+    rule as it was."""
+    work = functools.partial(_remove_rule, rule_id=rule_id, principal=principal)
+    return rule_answer(await writes.write(work))
 
 
 @router.get(
