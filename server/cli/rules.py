@@ -47,8 +47,8 @@ def webhook_actions(urls, secrets):
     """One webhook action per URL; secrets sign them in order, one per webhook or none."""
     if secrets and len(secrets) != len(urls):
         fail(
-            f"Give one --secret per --webhook, in the same order, or none "
-            f"({len(urls)} webhooks, {len(secrets)} secrets)."
+            "Give one --secret per --webhook, in the same order, or none: "
+            f"{len(urls)} --webhook, {len(secrets)} --secret."
         )
     signed = secrets or [None] * len(urls)
     return [
