@@ -37,6 +37,11 @@ NEEDS = {
     ("GET", "/api/v1/stream"): {"read"},
     ("GET", "/api/v1/sparklines"): {"read"},
     ("GET", "/api/v1/extremes"): {"read"},
+    ("POST", "/api/v1/rules"): {"control"},
+    ("GET", "/api/v1/rules"): {"read"},
+    ("DELETE", "/api/v1/rules/{rule_id}"): {"control"},
+    ("GET", "/api/v1/rules/{rule_id}/deliveries"): {"admin"},
+    ("GET", "/api/v1/alerts"): {"read"},
     ("POST", "/api/v1/tokens"): {"admin"},
     ("GET", "/api/v1/tokens"): {"admin"},
     ("DELETE", "/api/v1/tokens/{token_id}"): {"admin"},
@@ -101,9 +106,20 @@ def call(root, method, path, token=None, **kwargs):
         return response.status_code
 
 
-def request_for(method, path, run_id, token_id, command_id=1):
-    concrete = path.format(run_id=run_id, key="loss", token_id=token_id, command_id=command_id)
+RULE = {
+    "name": "matrix",
+    "project": "p",
+    "condition": {"kind": "status", "status": "failed"},
+    "actions": [{"kind": "command", "command": "checkpoint"}],
+}
+
+
+def request_for(method, path, run_id, token_id, command_id=1, rule_id=1):
+    concrete = path.format(
+        run_id=run_id, key="loss", token_id=token_id, command_id=command_id, rule_id=rule_id
+    )
     bodies = {
+        "/api/v1/rules": {"json": RULE},
         f"/api/v1/runs/{run_id}/commands": {"json": {"kind": "checkpoint"}},
         f"/api/v1/runs/{run_id}/commands/{command_id}/outcome": {"json": {"state": "applied"}},
         "/api/v1/runs": {"json": {"name": "matrix", "project": "p"}},
@@ -142,6 +158,11 @@ def test_auth_matrix(secured):
         assert call(server.root, method, target, **kwargs) == 401, (method, path, "no token")
         assert call(server.root, method, target, "cb_wrong", **kwargs) == 401, (method, path)
         for role in ROLES:
+            # A rule of its own for each caller: a removed rule is a 404 to the next.
+            rule = httpx.post(f"{server.root}/api/v1/rules", json=RULE, headers=admin).json()
+            target, kwargs = request_for(
+                method, path, run_id, spare["id"], command["id"], rule["id"]
+            )
             status = call(server.root, method, target, tokens[role], **kwargs)
             if GRANTS[role] & needs:
                 assert status < 400, (method, path, role, status)
