@@ -427,5 +427,8 @@ class ServerApi:
         return self._request("GET", "/api/v1/rules", RuleList, params=params).rules
 
     def delete_rule(self, rule_id):
-        """Remove rule `rule_id`, its firings and their delivery log (NotFound if none seen)."""
-        self._send("DELETE", f"/api/v1/rules/{rule_id}")
+        """Remove rule `rule_id`, its firings and their delivery log; the `Rule` it was.
+
+        Raises `NotFound` if there is none this token sees.
+        """
+        return self._request("DELETE", f"/api/v1/rules/{rule_id}", Rule)

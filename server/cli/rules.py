@@ -201,7 +201,7 @@ def remove(
     """Remove a rule, its alerts and their webhook log (admin, or control for its project)."""
     with server_api(root, token) as api:
         try:
-            api.delete_rule(rule_id)
+            removed = api.delete_rule(rule_id)
         except NotFound:
             fail(f"No rule {rule_id}.")
-    console.print(f"Rule {rule_id} removed.", markup=False)
+    console.print(f"Rule {removed.id} ({removed.name}) removed.", markup=False, highlight=False)

@@ -137,7 +137,7 @@ def test_rm_removes_the_rule_and_a_missing_one_is_one_line(board):
     options = ["--when", "silent", "--seconds", "60", "--project", "removing", "--command", "stop"]
     rule_id = added_id(board.call("rules", "add", "quiet", *options))
     removed = board.call("rules", "rm", str(rule_id), role="admin")
-    assert removed.exit_code == 0 and removed.stdout == f"Rule {rule_id} removed.\n"
+    assert removed.exit_code == 0 and removed.stdout == f"Rule {rule_id} (quiet) removed.\n"
     assert listed(board, "--project", "removing") == []
     again = one_line_on_stderr(board.call("rules", "rm", str(rule_id)))
     assert again == f"No rule {rule_id}."
@@ -156,7 +156,12 @@ def test_a_control_token_manages_rules_of_its_project_only(board, alpha_control)
     everywhere = one_line_on_stderr(as_alpha_control("rules", "add", "all", *options))
     assert everywhere == "Not allowed: only an admin token manages rules of every project."
     assert listed(board, "--project", "beta") == []
+    theirs = added_id(board.call("rules", "add", "theirs", *options, "--project", "beta"))
+    unseen = one_line_on_stderr(as_alpha_control("rules", "rm", str(theirs)))
+    assert unseen == f"No rule {theirs}."
+    assert [rule["id"] for rule in listed(board, "--project", "beta")] == [theirs]
     assert as_alpha_control("rules", "rm", str(ours)).exit_code == 0
+    assert listed(board, "--project", "alpha") == []
 
 
 def test_a_read_token_may_list_but_not_add_or_remove(board):
