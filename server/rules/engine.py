@@ -95,7 +95,7 @@ class Change:
     before: Standing
     active: bool
     cursor: int | None
-    observation: object = None
+    observations: tuple = ()  # one per episode begun: each fires
 
 
 class RuleEngine:
@@ -193,7 +193,7 @@ class RuleEngine:
             before=change.before,
             active=change.active,
             cursor=change.cursor,
-            observation=change.observation,
+            observations=change.observations,
         )
         try:
             stored = await self.run_writes.write(work, order=run_id)
@@ -294,7 +294,7 @@ class RuleEngine:
         if rule.condition.kind == "worse_than_median":  # judged at the latest point only
             points = points[-1:]
         stored = judgement.standing
-        active, fired = stored.active, None
+        active, fired = stored.active, []
         for step, epoch, value in points:
             others = ()
             if rule.condition.kind == "worse_than_median":
@@ -303,12 +303,12 @@ class RuleEngine:
             if stored.cursor is not None and step <= stored.cursor:
                 continue  # judged before this process started: its episode is stored
             if observation is not None and not active:
-                fired = fired or observation
+                fired.append(observation)
             active = observation is not None
         judgement.cursor = points[-1][0]
-        if fired is None and active == stored.active:
+        if not fired and active == stored.active:
             return None
-        return Change(rule, run, stored, active, judgement.cursor, fired)
+        return Change(rule, run, stored, active, judgement.cursor, tuple(fired))
 
 
 def _change(rule, run, judgement, observation, cursor):
@@ -316,7 +316,7 @@ def _change(rule, run, judgement, observation, cursor):
     holds, stored = observation is not None, judgement.standing
     if holds == stored.active:
         return None
-    return Change(rule, run, stored, holds, cursor, observation if holds else None)
+    return Change(rule, run, stored, holds, cursor, (observation,) if holds else ())
 
 
 def _after(point, judgement):

@@ -39,22 +39,18 @@ class Standing:
     version: int | None = None
 
 
-def record_standing(connection, changed, rule, run, before, active, cursor, observation=None):
+def record_standing(connection, changed, rule, run, before, active, cursor, observations=()):
     """Move rule `rule`'s standing on `run` from `before` to `active` (with `cursor`), firing
-    when `observation` is given. Returns the new `Standing` and the number of webhook posts
-    queued, or None when another writer moved the standing first (nothing is done then).
+    once for each of `observations` (an episode begun each). Returns the new `Standing` and
+    the number of webhook posts queued, or None when another writer moved the standing
+    first (nothing is done then).
 
     `rule` is a loaded rule (`id`, `name`, `actions`, `base_url`); `run` a row with `id`,
     `name` and `project`.
     """
-    fired = observation is not None
-    after = Standing(active, before.episode + fired, cursor, (before.version or 0) + 1)
-    values = {
-        "active": active,
-        "episode": after.episode,
-        "cursor": cursor,
-        "version": after.version,
-    }
+    episode = before.episode + len(observations)
+    after = Standing(active, episode, cursor, (before.version or 0) + 1)
+    values = {"active": active, "episode": episode, "cursor": cursor, "version": after.version}
     if before.version is None:
         moved = connection.execute(
             dialect_insert(connection, STATES).on_conflict_do_nothing(),
@@ -72,7 +68,9 @@ def record_standing(connection, changed, rule, run, before, active, cursor, obse
         ).rowcount
     if not moved:
         return None
-    webhooks = _fire(connection, changed, rule, run, after.episode, observation) if fired else 0
+    webhooks = 0
+    for number, observation in enumerate(observations, start=before.episode + 1):
+        webhooks += _fire(connection, changed, rule, run, number, observation)
     return after, webhooks
 
 
