@@ -25,6 +25,7 @@ BENCHMARKS = {
     "dashboard": "bench.dashboard",
     "postgres": "bench.postgres",
     "capacity": "bench.capacity",
+    "rules": "bench.rules",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 

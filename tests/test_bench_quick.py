@@ -20,6 +20,7 @@ TITLES = {
     "dashboard": "## Dashboard: a 20-metric run's page in Chromium",
     "postgres": "## PostgreSQL vs SQLite",
     "capacity": "## Capacity: live runs one server holds",
+    "rules": "## Rules: ingest with 20 active rules",
 }
 
 
