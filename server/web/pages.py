@@ -19,13 +19,18 @@ from sqlalchemy import func, select
 
 from callboard.server.api.answers import SUMMARY_ONLY, run_detail
 from callboard.server.api.deps import RowId, SessionDep, parse_row_id, visible_run
+from callboard.server.api.routes.rules import list_rules
+from callboard.server.commands import KINDS
 from callboard.server.metric_keys import main_metric
+from callboard.server.rules.spec import METRIC_CONDITIONS, WATCHED_STATUSES
+from callboard.server.rules.wording import WORDING, action_in_words, condition_in_words
 from callboard.server.store.models import RUN_STATUSES, Event, Project, Run
 from callboard.server.web import login
 from callboard.server.web.login import PageReader
 from callboard.server.web.templating import STATIC_DIR, templates
 
 MAX_COMPARED = 12
+CONDITION_KINDS = tuple(WORDING)  # nan, above, below, plateau, worse_than_median, status, silent
 
 router = APIRouter(include_in_schema=False)
 router.include_router(login.router)
@@ -194,4 +199,40 @@ def compare_page(
         differing=sum(1 for _key, _values, differs in differences if differs),
         ids=",".join(str(run.id) for run in runs),
         main_metric=main_metric({key for run in runs for key in run.summary or {}}) or "",
+    )
+
+
+def rule_shown(rule):
+    """A `Rule` answer as the rules page lists it: its JSON plus its condition and actions in
+    the words the command line prints (`rules.wording`)."""
+    answer = rule.model_dump(mode="json")
+    answer["condition_words"] = condition_in_words(answer["condition"])
+    answer["action_words"] = [action_in_words(action) for action in answer["actions"]]
+    return answer
+
+
+@router.get("/rules", response_class=HTMLResponse)
+def rules_page(
+    request: Request,
+    session: SessionDep,
+    principal: PageReader,
+    project: str = "",
+    metric: str = "",
+):
+    """The rules the viewer sees, a form to add one (`?project=&metric=` fill it in: the run
+    page's "Watch this run"), and the alerts they raised, live."""
+    projects = session.scalars(select(Project.name).order_by(Project.name)).all()
+    return render(
+        request,
+        "rules.html",
+        principal,
+        rules=[rule_shown(rule) for rule in list_rules(session, principal).rules],
+        projects=[name for name in projects if principal.sees_project(name)],
+        can_admin=principal.can("admin"),
+        token_project=principal.project or "",
+        prefill={"project": project or principal.project or "", "metric": metric},
+        condition_kinds=CONDITION_KINDS,
+        metric_kinds=" ".join(kind for kind in CONDITION_KINDS if kind in METRIC_CONDITIONS),
+        watched_statuses=WATCHED_STATUSES,
+        command_kinds=KINDS,
     )

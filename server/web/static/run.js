@@ -1,6 +1,7 @@
 // The run page: charts, progress, events, the Stop button and commands, kept live over SSE.
 
-import { apiUrl, getJSON, metricPath } from "./api.js";
+import { AlertFeed } from "./alerts.js";
+import { apiUrl, getJSON, metricPath, pageUrl } from "./api.js";
 import { MetricBoard } from "./board.js";
 import { bindChartControls, pointsFor } from "./charts.js";
 import { CommandPanel } from "./commands.js";
@@ -21,6 +22,8 @@ const timeline = new Timeline(document.getElementById("timeline"), document.getE
 const progress = new Progress();
 const stop = new StopControl(runId);
 const commands = new CommandPanel(runId);
+const alerts = new AlertFeed("run-alerts", { runId });
+const watchLink = document.getElementById("watch-run");
 const statusBadge = document.getElementById("run-status");
 const created = document.getElementById("run-created");
 const updated = document.getElementById("run-updated");
@@ -33,6 +36,15 @@ function showRun(summary) {
   commands.update(run);
   progress.setRun(run);
   progress.render();
+  showWatchLink();
+}
+
+/** "Watch this run": the rules page's form filled in with the run's project and main metric. */
+function showWatchLink() {
+  if (!watchLink) return;
+  const query = new URLSearchParams({ project: run.project });
+  if (run.main_metric) query.set("metric", run.main_metric);
+  watchLink.href = pageUrl(`/rules?${query}`);
 }
 
 let lastDrawn = streamAfter;
@@ -91,6 +103,7 @@ const enqueue = batcher(applyEvents);
 subscribe(apiUrl(`/runs/${runId}/stream`, { after: streamAfter }), {
   onEvent: (event) => {
     commands.notice(event);
+    alerts.notice(event);
     if (ready) enqueue(event);
     else early.push(event);
   },
@@ -143,6 +156,7 @@ async function start() {
   setAgo(created, run.created_at);
   showRun(run);
   commands.load();
+  alerts.load();
   const series = await loadSeries();
   chartsBox.setAttribute("aria-busy", "false");
   requestAnimationFrame(() =>
