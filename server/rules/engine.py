@@ -204,8 +204,9 @@ class RuleEngine:
             stored = None
             self._dirty.add(run_id)
         judgements = self._judgements.get(run_id, {})
-        if stored is None:  # moved by another replica, or failed: read it again next time
+        if stored is None:  # moved by another replica, or failed: read it again, judge again
             judgements.pop(change.rule.id, None)
+            self.runs_changed((run_id,))
             return
         standing, webhooks = stored
         if change.rule.id in judgements:
