@@ -177,3 +177,25 @@ def test_a_removed_rule_stops_watching(api):
     run = create_run(api)
     post_events(api, run, epoch_event(1, 0, loss="NaN"))
     assert judged(api, run, 99) == []
+
+
+def test_a_restarted_server_goes_on_where_the_episode_stood(settings):
+    from fastapi.testclient import TestClient
+
+    from callboard.server.main import create_app
+
+    with TestClient(create_app(settings)) as api:
+        add_rule(api, {"kind": "nan", "metric": "loss"})
+        sentinel(api)
+        run = create_run(api)
+        post_events(api, run, epoch_event(1, 0, loss=1.0), epoch_event(2, 1, loss="NaN"))
+        (first,) = alerts_after(api, 0, 1)
+    with TestClient(create_app(settings)) as api:  # a new process: nothing known in memory
+        post_events(api, run, epoch_event(3, 2, loss="NaN"))  # the same episode goes on
+        assert judged(api, run, 4, after=first["id"]) == []
+        post_events(api, run, epoch_event(5, 3, loss=0.5), epoch_event(6, 4, loss="NaN"))
+        again = alerts_after(api, first["id"], 2)
+    assert [(a["rule_name"], a["epoch"], a["episode"]) for a in again] == [
+        ("sentinel", 10_000, 1),
+        ("nan", 4, 2),
+    ]
