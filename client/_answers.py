@@ -196,3 +196,29 @@ class CommandList(Answer):
     """`GET .../commands` and `GET .../commands/pending`: a run's commands, oldest first."""
 
     commands: list[CommandRecord]
+
+
+@record
+class Rule(Answer):
+    """A rule as `POST` / `GET /api/v1/rules` answer it: a webhook's URL cut, its secret never.
+
+    `condition` is the rule's condition as sent; `actions` as shown
+    (`{"kind": "webhook", "url": "https://hooks.example.org/…", "has_secret": true}`,
+    `{"kind": "command", "command": "stop", "value": null, "factor": null}`).
+    """
+
+    id: int
+    name: str
+    project: str | None = None  # None: every project
+    condition: dict
+    actions: list[dict]
+    created_by: str | None = None
+    created_at: float
+    firings: int
+
+
+@record
+class RuleList(Answer):
+    """`GET /api/v1/rules`: the rules the caller's token sees, oldest first."""
+
+    rules: list[Rule]

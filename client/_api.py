@@ -7,17 +7,17 @@ import time
 import httpx
 
 from ._answers import (
-    Answer,
     CommandList,
     CommandRecord,
     ControlState,
     Heartbeat,
     IngestResult,
+    Rule,
+    RuleList,
     RunDetail,
     RunsPage,
     Token,
     TokenList,
-    record,
 )
 from ._errors import DeliveryFailed, NotFound, Rejected, TooLarge, Unauthorized, UnexpectedAnswer
 
@@ -29,32 +29,6 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 LONG_POLL_WAIT = 25.0  # seconds the server holds `pending_commands` open when there is none
 LONG_POLL_MARGIN = 10.0  # the read timeout is the wait plus this: the server answers by then
 LIVE_STATUSES = ("running", "paused", "lost")  # not ended yet: its training may still be stopped
-
-
-@record
-class Rule(Answer):
-    """A rule as `POST` / `GET /api/v1/rules` answer it: a webhook's URL cut, its secret never.
-
-    `condition` is the rule's condition as sent; `actions` as shown
-    (`{"kind": "webhook", "url": "https://hooks.example.org/…", "has_secret": true}`,
-    `{"kind": "command", "command": "stop", "value": null, "factor": null}`).
-    """
-
-    id: int
-    name: str
-    project: str | None = None  # None: every project
-    condition: dict
-    actions: list[dict]
-    created_by: str | None = None
-    created_at: float
-    firings: int
-
-
-@record
-class RuleList(Answer):
-    """`GET /api/v1/rules`: the rules the caller's token sees, oldest first."""
-
-    rules: list[Rule]
 
 
 def same_root(first, second):

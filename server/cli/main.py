@@ -1,8 +1,9 @@
 """The `callboard` command line: serve, inspect and steer runs, run the demo, migrate.
 
 `serve`, `demo`, `db ...` and `token create` open a database; `runs`, `export`, `sync`,
-`token list|revoke` and the commands to a training (`stop`, `pause`, `resume`,
-`checkpoint`, `set-lr`: commands.py) ask a server over HTTP (`--root`, `--token`).
+`token list|revoke`, `rules add|list|rm` (rules.py) and the commands to a training
+(`stop`, `pause`, `resume`, `checkpoint`, `set-lr`: commands.py) ask a server over HTTP
+(`--root`, `--token`).
 """
 
 from pathlib import Path
@@ -30,7 +31,8 @@ from callboard.server.cli.tokens import token_app
 
 app = typer.Typer(
     help="Callboard: live dashboard and remote control for Keras training.\n\n"
-    "runs, export, sync, token list|revoke and stop|pause|resume|checkpoint|set-lr "
+    "runs, export, sync, token list|revoke, rules add|list|rm and "
+    "stop|pause|resume|checkpoint|set-lr "
     "ask a running server over HTTP: "
     "--root URL (else CALLBOARD_ROOT, else http://127.0.0.1:8000) and --token T "
     "(else CALLBOARD_TOKEN). serve, demo, db and token create open a database: "

@@ -19,6 +19,8 @@ RECORDS = [
     _answers.Heartbeat,
     _answers.Token,
     _answers.TokenList,
+    _answers.Rule,
+    _answers.RuleList,
 ]
 
 

@@ -20,6 +20,7 @@ const LABELS = {
   command_applied: "command applied",
   command_refused: "command refused",
   command_cancelled: "command cancelled",
+  rule_fired: "rule fired",
 };
 
 const COMMAND = (d) => `${(d.kind ?? "?").replaceAll("_", " ")}${d.value !== null && d.value !== undefined ? ` ${formatValue(d.value)}` : ""}`;
@@ -43,6 +44,7 @@ const DESCRIBE = {
   command_applied: (d) => `${COMMAND(d)}${d.step !== null && d.step !== undefined ? ` at step ${d.step}` : ""}${d.detail ? `: ${d.detail}` : ""}`,
   command_refused: (d) => `${COMMAND(d)}: ${d.detail ?? "no reason given"}`,
   command_cancelled: (d) => COMMAND(d),
+  rule_fired: (d) => `${d.rule_name ?? "a rule"}: ${d.message ?? ""}${d.done?.length ? ` → ${d.done.join(", ")}` : ""}`,
 };
 
 function describe(event) {
