@@ -339,9 +339,9 @@ class WebhookSender:
         async with self._client.stream(
             "POST", delivery.url, content=body, headers=headers
         ) as response:
+            answer = await _start_of_body(response)  # all of a short one: the connection is reused
             if response.is_success:
                 return response.status_code, None
-            answer = await _start_of_body(response)
             return response.status_code, _one_line(f"HTTP {response.status_code}: {answer}")
 
     def _outcome(self, status, error, attempt):
