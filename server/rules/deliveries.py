@@ -16,6 +16,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import math
 import random
 import time
 from urllib.parse import urlsplit
@@ -320,9 +321,9 @@ class WebhookSender:
         except Exception as exc:  # the lease runs out and another attempt follows
             log.warning("webhook delivery %s: could not store its outcome: %s", delivery.id, exc)
             return
-        retry_in = values.get("next_attempt_at", 0) - time.time()
-        if "next_attempt_at" in values and retry_in < IDLE_WAIT:
-            self._loop.call_later(max(retry_in, 0) + 0.01, self.wake)
+        retry_in = values.get("next_attempt_at", math.inf) - time.time()
+        if retry_in < IDLE_WAIT:  # due before the next look: look then (a hair after it is due)
+            asyncio.get_running_loop().call_later(max(retry_in, 0) + 0.01, self.wake)
 
     async def _post(self, delivery):
         """`(status, error)` of one POST: error None on a 2xx, else the status and the answer's
