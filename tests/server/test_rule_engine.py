@@ -102,10 +102,12 @@ def test_worse_than_median_judges_against_the_projects_other_runs(api):
     for index, run in enumerate(good):
         losses = [2.0, 1.0 + index * 0.1]
         post_events(api, run, *(epoch_event(e + 1, e, loss=v) for e, v in enumerate(losses)))
+    # Judged before the bad run exists: good2 (1.2) has two others (1.0, 1.1), fewer than 3.
+    assert judged(api, good[-1], 99) == []
     bad = create_run(api, name="bad", project="sweep")
     # Epoch 0 is the warm-up: 9.0 there is not judged; 5.0 at epoch 1 is.
     post_events(api, bad, epoch_event(1, 0, loss=9.0), epoch_event(2, 1, loss=5.0))
-    fired = judged(api, bad, 99)
+    fired = judged(api, bad, 99, after=alerts_after(api, 0, 1)[-1]["id"])
     assert [(a["run"]["name"], a["epoch"]) for a in fired] == [("bad", 1)]
     assert "worse than the median 1.1 of 3 other runs" in fired[0]["message"]
 
