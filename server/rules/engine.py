@@ -6,9 +6,10 @@ engine's task takes those runs a batch at a time, reads what is new (the
 metric points past where each rule last looked, the run's status) on a
 reader thread, and stores each change of standing through the writer
 (`firing.record_standing`), where a firing does its actions. Once a second it
-also judges `silent` rules on the live runs. Batches are a few tens of
-milliseconds apart, so a training posting thousands of times a second costs
-a few evaluations a second, not one per post.
+also judges `silent` rules on the live runs. A change after a quiet
+spell is judged at once; under a steady stream of posts batches are
+`settle_seconds` apart, so a training posting thousands of times a second
+costs a few evaluations a second, not one per post.
 
 Example:
     ```python
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -109,7 +111,7 @@ class RuleEngine:
         settle_seconds: the pause between batches, in which more changes gather.
     """
 
-    def __init__(self, database, run_writes, hub, sender, settle_seconds=0.02, tick_seconds=1.0):
+    def __init__(self, database, run_writes, hub, sender, settle_seconds=0.25, tick_seconds=1.0):
         self.database = database
         self.run_writes = run_writes
         self.hub = hub
@@ -120,13 +122,16 @@ class RuleEngine:
         self._judgements = {}  # run id -> {rule id -> Judgement}
         self._dirty = set()
         self._loop = None
+        self._loop_thread = None
         self._wake = None
         self._rules_stale = True
         self._tasks = ()
+        self._values_at = _values_at
 
     def start(self):
         """Start judging (from inside the server's event loop)."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._wake = asyncio.Event()
         self._tasks = (
             asyncio.create_task(self._judge_forever()),
@@ -146,7 +151,11 @@ class RuleEngine:
         if not self.rules and not self._rules_stale:
             return
         self._dirty.update(run_ids)
-        if self._loop is not None:
+        if self._loop is None or self._wake.is_set():
+            return
+        if threading.get_ident() == self._loop_thread:  # writes publish on the loop: no hop
+            self._wake.set()
+        else:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def _follow_rule_changes(self):
@@ -231,6 +240,7 @@ class RuleEngine:
 
     def _judge(self, run_ids, tick, now):
         """The changes of standing to store (runs in `run_ids`, and silent ones on a tick)."""
+        self._values_at = functools.cache(_values_at)  # read once per batch, whatever asks
         changes = []
         with self.database.reader() as session:
             connection = session.connection()
@@ -299,7 +309,8 @@ class RuleEngine:
         for step, epoch, value in points:
             others = ()
             if rule.condition.kind == "worse_than_median":
-                others = _others_at(connection, run, rule.condition.metric, step)
+                values = self._values_at(connection, run.project_id, rule.condition.metric, step)
+                others = [value for run_id, value in values.items() if run_id != run.id]
             observation = judgement.watch.feed(step, epoch, value, others)
             if stored.cursor is not None and step <= stored.cursor:
                 continue  # judged before this process started: its episode is stored
@@ -365,20 +376,13 @@ def _new_points(connection, run_id, rules, judgements):
     return points
 
 
-def _others_at(connection, run, metric, step):
-    """The values of `metric` at `step` of the project's other runs (one each; None: NaN)."""
-    return (
+def _values_at(connection, project_id, metric, step):
+    """`{run id: value}` of `metric` at `step` for the project's runs (one each; None: NaN)."""
+    return dict(
         connection.execute(
-            select(func.max(POINTS.c.value))
+            select(POINTS.c.run_id, func.max(POINTS.c.value))
             .join(Run, Run.id == POINTS.c.run_id)
-            .where(
-                Run.project_id == run.project_id,
-                Run.id != run.id,
-                POINTS.c.key == metric,
-                POINTS.c.step == step,
-            )
+            .where(Run.project_id == project_id, POINTS.c.key == metric, POINTS.c.step == step)
             .group_by(POINTS.c.run_id)
-        )
-        .scalars()
-        .all()
+        ).all()
     )
