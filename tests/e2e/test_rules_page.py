@@ -22,6 +22,14 @@ def open_rules(page, root, query=""):
     page.wait_for_selector("#rules-panel[data-ready=true]")
 
 
+def expect_added(page):
+    """The rules page shown again after an add, saying so once (the URL forgets `added=`)."""
+    expect(page.locator("#rules-message")).to_have_text(
+        "Rule added: it watches the runs from now on.", timeout=WAIT_MS
+    )
+    assert "added=" not in page.url
+
+
 def rule_row(page, name):
     return page.locator("tr.rule-row", has=page.locator(".rule-name", has_text=name))
 
@@ -75,8 +83,7 @@ def test_a_rule_added_through_the_form_is_listed_in_words(live_server, page):
     with page.expect_response(lambda r: r.url.endswith("/api/v1/rules")) as answer:
         page.click("#rule-submit")
     assert answer.value.status == 201
-    page.wait_for_url("**/rules?added=*")
-    page.wait_for_selector("#rules-panel[data-ready=true]")
+    expect_added(page)
     row = rule_row(page, name)
     expect(row).to_be_visible()
     expect(row.locator(".rule-scope")).to_have_text(project)
@@ -186,7 +193,7 @@ def test_watch_this_run_fills_in_project_and_metric_then_adds_in_one_click(live_
     with page.expect_response(lambda r: r.url.endswith("/api/v1/rules")) as answer:
         page.click("#rule-submit")
     assert answer.value.status == 201
-    page.wait_for_url("**/rules?added=*")
+    expect_added(page)
     (rule,) = [rule for rule in listed_rules(root) if rule["project"] == project]
     assert rule["condition"] == {"kind": "nan", "metric": main}
     assert rule["actions"] == [
@@ -196,12 +203,12 @@ def test_watch_this_run_fills_in_project_and_metric_then_adds_in_one_click(live_
     assert_clean(page)
 
 
-def wait_for_attempt(root, rule_id, timeout=30):
-    """The rule's first delivery once it was tried at least once."""
+def wait_for_failed_attempt(root, rule_id, timeout=30):
+    """The rule's first delivery once an attempt at it failed (its error recorded)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         answer = httpx.get(f"{root}/api/v1/rules/{rule_id}/deliveries").json()["deliveries"]
-        if answer and answer[0]["attempts"] >= 1:
+        if answer and answer[0]["last_error"]:
             return answer[0]
         time.sleep(0.1)
     raise AssertionError(f"rule {rule_id}'s webhook was not tried within {timeout}s")
@@ -213,7 +220,7 @@ def test_admin_reads_the_delivery_log_then_removes_the_rule(live_server, page):
     hook = {"kind": "webhook", "url": CLOSED_PORT_HOOK}
     rule = add_rule(root, nan_rule(project, rule_name, actions=[hook]))
     post_nan_epoch(root, create_run(root, unique("nan"), project=project))
-    delivery = wait_for_attempt(root, rule["id"])
+    delivery = wait_for_failed_attempt(root, rule["id"])
     open_rules(page, root)
     row = rule_row(page, rule_name)
     expect(row.locator(".rule-firings")).to_have_text("1")
@@ -222,7 +229,7 @@ def test_admin_reads_the_delivery_log_then_removes_the_rule(live_server, page):
     expect(log).to_have_count(1)
     expect(log).to_have_attribute("data-state", delivery["state"])
     expect(log).to_contain_text("http://127.0.0.1:9/…")
-    assert delivery["last_error"] and delivery["last_error"][:20] in log.text_content()
+    expect(log).to_contain_text(delivery["last_error"][:20])
     expect(row.locator(".rule-deliveries")).to_have_attribute("aria-expanded", "true")
     page.once("dialog", lambda dialog: dialog.accept())
     with page.expect_response(lambda r: r.request.method == "DELETE") as answer:
@@ -263,7 +270,7 @@ def test_control_session_adds_a_project_rule_with_the_csrf_token(secured, page):
         page.click("#rule-submit")
     assert answer.value.status == 201
     assert answer.value.request.header_value("x-csrf-token")
-    page.wait_for_url("**/rules?added=*")
+    expect_added(page)
     row = rule_row(page, rule_name)
     expect(row.locator(".rule-scope")).to_have_text("secure")
     expect(row.locator(".rule-remove")).to_have_count(1)
@@ -274,3 +281,24 @@ def test_control_session_adds_a_project_rule_with_the_csrf_token(secured, page):
     with admin_client(server, tokens) as client:
         assert [r for r in listed_rules("", client) if r["name"] == rule_name] == []
     assert_clean(page)
+
+
+def test_notifications_back_off_on_errors_and_stop_when_signed_out(live_server, page):
+    """A 503 is tried again after 1 s, then 2 s (never in a hot loop); a 401 ends the loop."""
+    asked = []
+    answers = {"status": 503, "detail": "the database is busy"}
+
+    def answer(route):
+        asked.append(route.request.url)
+        route.fulfill(status=answers["status"], json={"detail": answers["detail"]})
+
+    page.route("**/api/v1/alerts?*", answer)
+    page.goto(live_server.root + "/")
+    status = page.locator("#notifications-status")
+    expect(status).to_contain_text("the database is busy; trying again in 2 s", timeout=WAIT_MS)
+    assert len(asked) == 2
+    expect(status).to_have_attribute("data-state", "error")
+    answers.update(status=401, detail="sign in first")
+    expect(status).to_contain_text("New alerts no longer arrive: sign in first", timeout=WAIT_MS)
+    assert len(asked) == 3
+    assert all("after=0" in url for url in asked)

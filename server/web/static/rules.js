@@ -248,6 +248,7 @@ const added = new URLSearchParams(window.location.search).get("added");
 if (added && document.getElementById(`rule-${added}`)) {
   document.getElementById(`rule-${added}`).classList.add("run-row", "fresh");
   say("Rule added: it watches the runs from now on.");
+  window.history.replaceState(null, "", `${pageUrl("/rules")}${window.location.hash}`); // a reload says it once
 }
 const form = document.getElementById("rule-form");
 if (form) new RuleForm(form);
