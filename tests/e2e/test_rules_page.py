@@ -30,6 +30,13 @@ def expect_added(page):
     assert "added=" not in page.url
 
 
+def assert_clean_but_refused(page, status):
+    """`assert_clean`, but for the console line the browser logs of each refused request."""
+    errors = [error for error in page.problems.errors if f"status of {status}" not in error]
+    assert errors == [], errors
+    assert page.problems.external == [], page.problems.external
+
+
 def rule_row(page, name):
     return page.locator("tr.rule-row", has=page.locator(".rule-name", has_text=name))
 
@@ -127,9 +134,7 @@ def test_a_bad_form_shows_the_field_the_422_names_and_adds_nothing(live_server, 
     expect(url).not_to_have_attribute("aria-invalid", "true")
     assert page.url.endswith("/rules")  # still the form, not a reload
     assert [rule for rule in listed_rules(root) if rule["name"] == name] == []
-    # The browser logs each refused request; nothing else went wrong.
-    assert all("status of 422" in error for error in page.problems.errors), page.problems.errors
-    assert page.problems.external == []
+    assert_clean_but_refused(page, 422)
 
 
 @pytest.mark.parametrize("path", ["/", "/rules"])
@@ -266,6 +271,15 @@ def test_control_session_adds_a_project_rule_with_the_csrf_token(secured, page):
     page.wait_for_url(f"{server.root}/rules?project=secure&metric=loss")
     page.wait_for_selector("#rules-panel[data-ready=true]")
     page.fill("#rule-name", rule_name)
+    # Every project's rules are an admin's: the server's 403 is said next to the form.
+    page.fill("#rule-project", "")
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/rules")) as refused:
+        page.click("#rule-submit")
+    assert refused.value.status == 403
+    expect(page.locator("#rule-errors")).to_have_text(
+        "Could not add the rule: only an admin token manages rules of every project"
+    )
+    page.fill("#rule-project", "secure")
     with page.expect_response(lambda r: r.url.endswith("/api/v1/rules")) as answer:
         page.click("#rule-submit")
     assert answer.value.status == 201
@@ -280,7 +294,7 @@ def test_control_session_adds_a_project_rule_with_the_csrf_token(secured, page):
     expect(row).to_have_count(0)
     with admin_client(server, tokens) as client:
         assert [r for r in listed_rules("", client) if r["name"] == rule_name] == []
-    assert_clean(page)
+    assert_clean_but_refused(page, 403)
 
 
 def test_notifications_back_off_on_errors_and_stop_when_signed_out(live_server, page):
