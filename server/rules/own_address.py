@@ -44,7 +44,9 @@ def same_place(url, host, port):
 
 def points_at_this_server(url, request, public_url=None):
     """True when `url` is this server as the request reached it (its Host), as it listens
-    (its bound address), or as `public_url` names it.
+    (its bound address, and every local name on its port: the request may have come by
+    another name, yet `localhost:<port>` reaches it from where it runs), or as
+    `public_url` names it.
 
     Example:
         `points_at_this_server("http://localhost:8000/x", request)` on a server on port 8000
@@ -57,5 +59,5 @@ def points_at_this_server(url, request, public_url=None):
     )
     server = request.scope.get("server")
     if server and server[1] is not None:
-        places.append((server[0] or "", server[1]))
+        places += [(server[0] or "", server[1]), ("localhost", server[1])]
     return any(same_place(url, host, port) for host, port in places)

@@ -59,14 +59,14 @@ def _author(principal):
 
 
 def check_may_manage(principal, project):
-    """403 unless `principal` may add or remove a rule of `project` (None: every project)."""
-    if principal.can("admin"):
-        return
-    if project is None:
+    """403 unless `principal` may add or remove a rule of `project` (None: every project):
+    an admin token manages any rule; a token limited to one project (control, or admin)
+    only rules of that project."""
+    if project is None and not principal.can("admin"):
         raise HTTPException(
             status_code=403, detail="only an admin token manages rules of every project"
         )
-    if not principal.sees_project(project):
+    if not principal.sees_project(project):  # a token of one project never sees "every project"
         raise HTTPException(
             status_code=403, detail=f"this token is limited to project {principal.project!r}"
         )
@@ -132,18 +132,22 @@ async def add_rule(
     return rule_answer(await writes.write(work))
 
 
-def _firing_counts():
-    return (
-        select(FIRINGS.c.rule_id, func.count().label("firings"))
-        .group_by(FIRINGS.c.rule_id)
-        .subquery()
-    )
+def _firing_counts(project=None):
+    """Each rule's firings (on the runs of `project` only, when the caller is limited to it)."""
+    query = select(FIRINGS.c.rule_id, func.count().label("firings")).group_by(FIRINGS.c.rule_id)
+    if project is not None:
+        query = (
+            query.join(Run, Run.id == FIRINGS.c.run_id)
+            .join(Project, Project.id == Run.project_id)
+            .where(Project.name == project)
+        )
+    return query.subquery()
 
 
 @router.get("/rules", response_model=RuleList, responses=problems(401, 403, 503))
 def list_rules(session: SessionDep, principal: Reader, project: Name | None = None):
     """The rules the caller sees (those of every project, and of its projects), oldest first."""
-    counts = _firing_counts()
+    counts = _firing_counts(principal.project)
     query = (
         select(RULES, func.coalesce(counts.c.firings, 0).label("firings"))
         .outerjoin(counts, counts.c.rule_id == RULES.c.id)
@@ -165,14 +169,23 @@ def _rule_not_found(rule_id):
     return HTTPException(status_code=404, detail=f"rule {rule_id} not found")
 
 
-def _remove_rule(connection, changed, rule_id, principal):
-    row = connection.execute(select(RULES).where(RULES.c.id == rule_id)).one_or_none()
+def _seen_rule(row, rule_id, principal):
+    """`row`, or a 404 when it is missing or of a project `principal` does not see."""
     if row is None or not (row.project is None or principal.sees_project(row.project)):
         raise _rule_not_found(rule_id)
+    return row
+
+
+def _remove_rule(connection, changed, rule_id, principal):
+    found = connection.execute(select(RULES).where(RULES.c.id == rule_id)).one_or_none()
+    row = _seen_rule(found, rule_id, principal)
     check_may_manage(principal, row.project)
+    firings = connection.execute(
+        select(func.count()).select_from(FIRINGS).where(FIRINGS.c.rule_id == rule_id)
+    ).scalar_one()
     connection.execute(delete(RULES).where(RULES.c.id == rule_id))
     changed.also(RULES_CHANNEL)
-    return row
+    return row, firings
 
 
 @router.delete("/rules/{rule_id}", response_model=Rule, responses=problems(401, 403, 404, 503))
@@ -180,7 +193,7 @@ async def remove_rule(rule_id: RowId, writes: RunWritesDep, principal: Controlle
     """Stop watching: the rule, its firings and their delivery log are removed; answers the
     rule as it was."""
     work = functools.partial(_remove_rule, rule_id=rule_id, principal=principal)
-    return rule_answer(await writes.write(work))
+    return rule_answer(*await writes.write(work))
 
 
 @router.get(
@@ -190,9 +203,19 @@ async def remove_rule(rule_id: RowId, writes: RunWritesDep, principal: Controlle
 )
 def rule_deliveries(rule_id: RowId, session: SessionDep, principal: Admin):
     """The rule's webhook posts, newest first: state, attempts, last status and error."""
-    if session.get(RuleRow, rule_id) is None:
-        raise _rule_not_found(rule_id)
-    return DeliveryList(deliveries=read_deliveries(session.connection(), rule_id=rule_id))
+    _seen_rule(session.get(RuleRow, rule_id), rule_id, principal)
+    deliveries = read_deliveries(session.connection(), rule_id=rule_id)
+    if principal.project is not None:  # an every-project rule also posts about other runs
+        run_ids = {delivery["run_id"] for delivery in deliveries}
+        seen = set(
+            session.scalars(
+                select(Run.id)
+                .join(Project, Project.id == Run.project_id)
+                .where(Run.id.in_(run_ids), Project.name == principal.project)
+            )
+        )
+        deliveries = [delivery for delivery in deliveries if delivery["run_id"] in seen]
+    return DeliveryList(deliveries=deliveries)
 
 
 def _read_alerts(database, principal, after, run_id, limit):
