@@ -22,6 +22,7 @@ Example:
 """
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import logging
@@ -29,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import bindparam, func, select
 from starlette.concurrency import run_in_threadpool
 
 from callboard.server.live.hub import RULES_CHANNEL
@@ -45,6 +46,7 @@ from callboard.server.store.models import (
     RuleState,
     Run,
 )
+from callboard.server.store.statements import compiled_once
 
 log = logging.getLogger("callboard.rules")
 
@@ -287,40 +289,43 @@ class RuleEngine:
     def _judge_run(self, connection, run, rules, now):
         judgements = self._judgements_of(connection, run, rules)
         points = _new_points(connection, run.id, rules, judgements)
+        steps = {key: [point[0] for point in series] for key, series in points.items()}
         for rule in rules:
             judgement = judgements[rule.id]
             if judgement.watch is None:
                 observation = run_observation(rule.condition, run, now)
                 change = _change(rule, run, judgement, observation, judgement.standing.cursor)
             else:
-                fed = [p for p in points.get(rule.condition.metric, ()) if _after(p, judgement)]
-                change = self._feed(connection, rule, run, judgement, fed)
+                key, cursor = rule.condition.metric, judgement.cursor
+                start = 0 if cursor is None else bisect.bisect_right(steps.get(key, ()), cursor)
+                change = self._feed(connection, rule, run, judgement, points.get(key, [])[start:])
             if change is not None:
                 yield change
 
     def _feed(self, connection, rule, run, judgement, points):
-        """Feed `points` to the rule's watch; the change of standing they make, if any."""
+        """Judge the rule on `points` (new to this process); the change of standing, if any."""
         if not points:
             return None
-        if rule.condition.kind == "worse_than_median":  # judged at the latest point only
-            points = points[-1:]
         stored = judgement.standing
-        active, fired = stored.active, []
-        for step, epoch, value in points:
-            others = ()
-            if rule.condition.kind == "worse_than_median":
-                values = self._values_at(connection, run.project_id, rule.condition.metric, step)
-                others = [value for run_id, value in values.items() if run_id != run.id]
-            observation = judgement.watch.feed(step, epoch, value, others)
-            if stored.cursor is not None and step <= stored.cursor:
-                continue  # judged before this process started: its episode is stored
-            if observation is not None and not active:
-                fired.append(observation)
-            active = observation is not None
-        judgement.cursor = points[-1][0]
+        first_look, judgement.cursor = judgement.cursor is None, points[-1][0]
+        if first_look and stored.cursor is not None:  # judged before this process started:
+            seen = bisect.bisect_right([point[0] for point in points], stored.cursor)
+            judgement.watch.warm(points[:seen])  # their episodes are stored
+            points = points[seen:]
+            if not points:
+                return None
+        fired, active = judgement.watch.judge(
+            points,
+            stored.active,
+            functools.partial(self._others_at, connection, run, rule.condition.metric),
+        )
         if not fired and active == stored.active:
             return None
         return Change(rule, run, stored, active, judgement.cursor, tuple(fired))
+
+    def _others_at(self, connection, run, metric, step):
+        values = self._values_at(connection, run.project_id, metric, step)
+        return [value for run_id, value in values.items() if run_id != run.id]
 
 
 def _change(rule, run, judgement, observation, cursor):
@@ -329,10 +334,6 @@ def _change(rule, run, judgement, observation, cursor):
     if holds == stored.active:
         return None
     return Change(rule, run, stored, holds, cursor, (observation,) if holds else ())
-
-
-def _after(point, judgement):
-    return judgement.cursor is None or point[0] > judgement.cursor
 
 
 def _run_query():
@@ -345,31 +346,44 @@ def _runs(connection, run_ids):
     return connection.execute(_run_query().where(Run.id.in_(sorted(run_ids)))).all()
 
 
-def _new_points(connection, run_id, rules, judgements):
-    """`{metric: [(step, epoch, value), ...]}` in step order, past the earliest cursor of the
-    rules watching it (all of them for a rule this process has not fed yet)."""
-    since = {}
-    for rule in rules:
-        if rule.condition.kind not in METRIC_CONDITIONS:
-            continue
-        key, cursor = rule.condition.metric, judgements[rule.id].cursor
-        if key not in since:
-            since[key] = cursor
-        elif since[key] is not None:
-            since[key] = None if cursor is None else min(since[key], cursor)
-    if not since:
-        return {}
-    wanted = or_(
-        *(
-            and_(POINTS.c.key == key, POINTS.c.step > (-1 if cursor is None else cursor))
-            for key, cursor in since.items()
-        )
-    )
-    rows = connection.execute(
+@compiled_once
+def _points_query(key_count):
+    """Points of run `run_id` past step `after` of `key_count` metrics (`key_0`, ...)."""
+    keys = [bindparam(f"key_{index}") for index in range(key_count)]
+    return (
         select(POINTS.c.key, POINTS.c.step, POINTS.c.epoch, POINTS.c.value)
-        .where(POINTS.c.run_id == run_id, wanted)
+        .where(
+            POINTS.c.run_id == bindparam("run_id"),
+            POINTS.c.key.in_(keys),
+            POINTS.c.step > bindparam("after"),
+        )
         .order_by(POINTS.c.key, POINTS.c.step, POINTS.c.id)
     )
+
+
+def _new_points(connection, run_id, rules, judgements):
+    """`{metric: [(step, epoch, value), ...]}` in step order, past the earliest cursor of the
+    rules watching a metric (all of them for a rule this process has not fed yet).
+
+    Read straight on the driver's cursor: every new point is read once per batch.
+    """
+    cursors = {}
+    for rule in rules:
+        if rule.condition.kind in METRIC_CONDITIONS:
+            cursors.setdefault(rule.condition.metric, []).append(judgements[rule.id].cursor)
+    if not cursors:
+        return {}
+    known = [cursor for found in cursors.values() for cursor in found]
+    after = -1 if None in known else min(known)
+    keys = sorted(cursors)
+    statement = _points_query(connection.dialect, len(keys))
+    values = {"run_id": run_id, "after": after, **{f"key_{i}": k for i, k in enumerate(keys)}}
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(statement.sql, statement.parameters(values))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
     points = {}
     for key, step, epoch, value in rows:
         points.setdefault(key, []).append((step, epoch, value))

@@ -1,14 +1,15 @@
 """Does a rule's condition hold? Judged point by point for metrics, on the run's row for the rest.
 
 A `MetricWatch` follows one metric of one run in step order (an epoch metric's
-step is its epoch) and says after each point whether the condition holds, and
+step is its epoch) and says which points begin an episode of the condition, and
 why (`Observation`). `run_observation` judges `status` and `silent` conditions.
 
 Example:
     >>> from callboard.server.rules.spec import PlateauCondition
     >>> watch = MetricWatch(PlateauCondition(kind="plateau", metric="loss", patience=2))
-    >>> [watch.feed(epoch, epoch, loss) is not None for epoch, loss in enumerate([3, 2, 2.5, 2.1])]
-    [False, False, False, True]
+    >>> fired, active = watch.judge([(0, 0, 3.0), (1, 1, 2.0), (2, 2, 2.5), (3, 3, 2.1)], False)
+    >>> [observation.message for observation in fired], active
+    (['loss has not improved by more than 0 for 2 epochs (best 2) at epoch 3'], True)
 """
 
 import math
@@ -51,69 +52,93 @@ def is_worse(value, than, mode):
     return value > than if mode == "min" else value < than
 
 
+INFINITIES = (math.inf, -math.inf)
+
+
+def _threshold_test(condition):
+    """Whether a stored value (None: NaN) makes a `nan`, `above` or `below` condition hold."""
+    if condition.kind == "nan":
+        return lambda value: value is None or value != value or value in INFINITIES
+    limit = condition.value
+    if condition.kind == "above":
+        return lambda value: value is not None and value > limit  # NaN is above nothing
+    return lambda value: value is not None and value < limit
+
+
 class MetricWatch:
-    """Follows one metric of one run; `feed` says whether the condition holds after a point."""
+    """Follows one metric of one run, point by point in step order (an epoch metric's step is
+    its epoch): `judge` says which points begin an episode of the condition."""
 
     def __init__(self, condition):
         self.condition = condition
         self.best = None
         self.since_best = 0
+        if condition.kind in ("nan", "above", "below"):
+            self._holds = _threshold_test(condition)
 
-    def feed(self, step, epoch, value, others=()):
-        """The `Observation` when the condition holds after this point, else None.
+    def warm(self, points):
+        """Take in points judged before (by an earlier process): only a plateau remembers."""
+        if self.condition.kind == "plateau":
+            for _step, _epoch, value in points:
+                self._plateaued(value)
 
-        `value` None is NaN (as stored). `others` are the values of the project's other runs
-        at this step (only `worse_than_median` reads them).
+    def judge(self, points, active, others_at=None):
+        """`(observations, active)`: an `Observation` for each point of `points` where an
+        episode begins (the condition holds, and did not just before), and whether it holds
+        after the last. `active`: whether it held before the first.
+
+        `others_at(step)` gives the project's other runs' values at a step (None: NaN):
+        `worse_than_median` judges the latest point against them.
         """
+        kind = self.condition.kind
+        if kind == "worse_than_median":
+            step, epoch, value = points[-1]
+            observation = self._worse_than_median(step, epoch, value, others_at(step))
+            fired = [observation] if observation is not None and not active else []
+            return fired, observation is not None
+        holds = self._plateaued if kind == "plateau" else self._holds
+        fired = []
+        for step, epoch, value in points:
+            if holds(value) != active:
+                active = not active
+                if active:
+                    fired.append(self._observed(step, epoch, value))
+        return fired, active
+
+    def _observed(self, step, epoch, value):
         value = math.nan if value is None else value
-        judge = getattr(self, f"_{self.condition.kind}")
-        return judge(step, epoch, value, others)
-
-    def _observed(self, message, step, epoch, value):
-        metric = self.condition.metric
-        return Observation(f"{metric} {message} at {_where(step, epoch)}", metric, value, epoch)
-
-    def _nan(self, step, epoch, value, _others):
-        if math.isfinite(value):
-            return None
-        return self._observed(f"is {_shown(value)}", step, epoch, value)
-
-    def _above(self, step, epoch, value, _others):
-        if not value > self.condition.value:  # NaN is not above anything
-            return None
-        return self._observed(
-            f"is {_shown(value)}, above {_shown(self.condition.value)},", step, epoch, value
-        )
-
-    def _below(self, step, epoch, value, _others):
-        if not value < self.condition.value:
-            return None
-        return self._observed(
-            f"is {_shown(value)}, below {_shown(self.condition.value)},", step, epoch, value
-        )
-
-    def _plateau(self, step, epoch, value, _others):
-        """Keras' EarlyStopping: an improvement is by more than `min_delta`; NaN never is."""
         condition = self.condition
+        if condition.kind == "nan":
+            words = f"is {_shown(value)}"
+        elif condition.kind == "plateau":
+            words = (
+                f"has not improved by more than {_shown(condition.min_delta)} "
+                f"for {self.since_best} epochs (best {_shown_best(self.best)})"
+            )
+        else:
+            words = f"is {_shown(value)}, {condition.kind} {_shown(condition.value)},"
+        return self._observation(words, step, epoch, value)
+
+    def _observation(self, words, step, epoch, value):
+        metric = self.condition.metric
+        return Observation(f"{metric} {words} at {_where(step, epoch)}", metric, value, epoch)
+
+    def _plateaued(self, value):
+        """Keras' EarlyStopping: an improvement is by more than `min_delta`; NaN never is.
+        True once `patience` points in a row brought none."""
+        condition = self.condition
+        value = math.nan if value is None else value
         delta = condition.min_delta if condition.mode == "min" else -condition.min_delta
         first = self.best is None and not math.isnan(value)
         if first or (self.best is not None and is_worse(self.best, value + delta, condition.mode)):
             self.best, self.since_best = value, 0
         else:
             self.since_best += 1
-        if self.since_best < condition.patience:
-            return None
-        best = "none yet" if self.best is None else _shown(self.best)
-        return self._observed(
-            f"has not improved by more than {_shown(condition.min_delta)} "
-            f"for {self.since_best} epochs (best {best})",
-            step,
-            epoch,
-            value,
-        )
+        return self.since_best >= condition.patience
 
     def _worse_than_median(self, step, epoch, value, others):
         condition = self.condition
+        value = math.nan if value is None else value
         reached = epoch if epoch is not None else step
         if reached < condition.warmup or len(others) < condition.min_runs:
             return None
@@ -121,13 +146,15 @@ class MetricWatch:
         median = statistics.median(worst if other is None else other for other in others)
         if not is_worse(value, median, condition.mode):
             return None
-        return self._observed(
+        words = (
             f"is {_shown(value)}, worse than the median {_shown(median)} "
-            f"of {len(others)} other runs,",
-            step,
-            epoch,
-            value,
+            f"of {len(others)} other runs,"
         )
+        return self._observation(words, step, epoch, value)
+
+
+def _shown_best(best):
+    return "none yet" if best is None else _shown(best)
 
 
 def run_observation(condition, run, now):
