@@ -64,31 +64,25 @@ def wait_for_alerts(api, count, headers=None, **params):
         assert time.monotonic() < deadline, f"{len(alerts)} alerts, waited for {count}"
 
 
-# (what the body changes, where the 422 must point)
+def on_loss(kind, **fields):
+    return {"condition": {"kind": kind, "metric": "loss", **fields}}
+
+
+def commands(*names, **fields):
+    return {"actions": [{"kind": "command", "command": name, **fields} for name in names]}
+
+
+WEBHOOK_URL = ("actions", 0, "webhook", "url")
+# what the body changes: where (after "body") the 422 must point
 BAD_BODIES = {
-    "unknown condition kind": ({"condition": {"kind": "spike", "metric": "loss"}}, ("condition",)),
-    "above without value": (
-        {"condition": {"kind": "above", "metric": "loss"}},
-        ("condition", "above", "value"),
-    ),
-    "value NaN": (
-        {"condition": {"kind": "above", "metric": "loss", "value": float("nan")}},
-        ("condition", "above", "value"),
-    ),
-    "value Infinity": (
-        {"condition": {"kind": "below", "metric": "loss", "value": float("inf")}},
-        ("condition", "below", "value"),
-    ),
-    "value 'Infinity' as text": (
-        {"condition": {"kind": "below", "metric": "loss", "value": "Infinity"}},
-        ("condition", "below", "value"),
-    ),
-    "plateau patience 0": (
-        {"condition": {"kind": "plateau", "metric": "loss", "patience": 0}},
-        ("condition", "plateau", "patience"),
-    ),
+    "unknown condition kind": (on_loss("spike"), ("condition",)),
+    "above without value": (on_loss("above"), ("condition", "above", "value")),
+    "value NaN": (on_loss("above", value=float("nan")), ("condition", "above", "value")),
+    "value Infinity": (on_loss("below", value=float("inf")), ("condition", "below", "value")),
+    "value 'Infinity'": (on_loss("below", value="Infinity"), ("condition", "below", "value")),
+    "patience 0": (on_loss("plateau", patience=0), ("condition", "plateau", "patience")),
     "mode median": (
-        {"condition": {"kind": "plateau", "metric": "loss", "patience": 3, "mode": "median"}},
+        on_loss("plateau", patience=3, mode="median"),
         ("condition", "plateau", "mode"),
     ),
     "status running": (
@@ -99,45 +93,23 @@ BAD_BODIES = {
         {"condition": {"kind": "silent", "seconds": 0}},
         ("condition", "silent", "seconds"),
     ),
-    "ftp webhook": (
-        {"actions": [hook("ftp://hooks.example.org/x")]},
-        ("actions", 0, "webhook", "url"),
-    ),
-    "javascript webhook": (
-        {"actions": [hook("javascript:alert(1)")]},
-        ("actions", 0, "webhook", "url"),
-    ),
+    "unknown condition field": (on_loss("nan", threshold=1), ("condition", "nan", "threshold")),
+    "ftp webhook": ({"actions": [hook("ftp://hooks.example.org/x")]}, WEBHOOK_URL),
+    "javascript webhook": ({"actions": [hook("javascript:alert(1)")]}, WEBHOOK_URL),
     "webhook with user:pass@": (
         {"actions": [*STOP, hook("https://user:pass@hooks.example.org/x")]},
         ("actions", 1, "webhook", "url"),
     ),
     "no actions": ({"actions": []}, ("actions",)),
-    "11 actions": ({"actions": STOP * 11}, ("actions",)),
-    "set_learning_rate without value or factor": (
-        {"actions": [{"kind": "command", "command": "set_learning_rate"}]},
+    "11 actions": (commands(*["stop"] * 11), ("actions",)),
+    "set_learning_rate alone": (commands("set_learning_rate"), ("actions", 0, "command")),
+    "set_learning_rate value and factor": (
+        commands("set_learning_rate", value=1e-3, factor=0.5),
         ("actions", 0, "command"),
     ),
-    "set_learning_rate with value and factor": (
-        {
-            "actions": [
-                {"kind": "command", "command": "set_learning_rate", "value": 1e-3, "factor": 0.5}
-            ]
-        },
-        ("actions", 0, "command"),
-    ),
-    "stop with a value": (
-        {"actions": [{"kind": "command", "command": "stop", "value": 1}]},
-        ("actions", 0, "command"),
-    ),
-    "unknown command": (
-        {"actions": [{"kind": "command", "command": "reboot"}]},
-        ("actions", 0, "command", "command"),
-    ),
+    "stop with a value": (commands("stop", value=1), ("actions", 0, "command")),
+    "unknown command": (commands("reboot"), ("actions", 0, "command", "command")),
     "unknown field": ({"colour": "red"}, ("colour",)),
-    "unknown condition field": (
-        {"condition": {**NAN_LOSS, "threshold": 1}},
-        ("condition", "nan", "threshold"),
-    ),
     "control character in name": ({"name": "nan\x1b[2Jloss"}, ("name",)),
     "secret too long": (
         {"actions": [hook("https://hooks.example.org/x", secret="s" * 201)]},
