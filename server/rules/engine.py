@@ -7,9 +7,10 @@ metric points past where each rule last looked, the run's status) on a
 reader thread, and stores each change of standing through the writer
 (`firing.record_standing`), where a firing does its actions. Once a second it
 also judges `silent` rules on the live runs. A change after a quiet
-spell is judged at once; under a steady stream of posts batches are
-`settle_seconds` apart, so a training posting thousands of times a second
-costs a few evaluations a second, not one per post.
+spell is judged at once; after each batch the engine pauses twenty times as
+long as the batch took (10 ms to 0.25 s), so it spends at most a twentieth of
+its time judging, and a training posting thousands of times a second costs a
+few evaluations a second, not one per post.
 
 Example:
     ```python
@@ -110,15 +111,15 @@ class RuleEngine:
         run_writes: the app's `RunWrites` (standings and firings are stored through it).
         hub: the live hub (rules changed on any replica: `RULES_CHANNEL`).
         sender: the `WebhookSender`, woken when a firing queued webhooks.
-        settle_seconds: the pause between batches, in which more changes gather.
+        pause: the shortest and longest pause after a batch, in which more changes gather.
     """
 
-    def __init__(self, database, run_writes, hub, sender, settle_seconds=0.25, tick_seconds=1.0):
+    def __init__(self, database, run_writes, hub, sender, pause=(0.01, 0.25), tick_seconds=1.0):
         self.database = database
         self.run_writes = run_writes
         self.hub = hub
         self.sender = sender
-        self.settle_seconds = settle_seconds
+        self.pause = pause
         self.tick_seconds = tick_seconds
         self.rules = []
         self._judgements = {}  # run id -> {rule id -> Judgement}
@@ -176,11 +177,13 @@ class RuleEngine:
             tick = time.monotonic() >= next_tick
             if tick:
                 next_tick = time.monotonic() + self.tick_seconds
+            began = time.monotonic()
             try:
                 await self._judge_once(tick)
             except Exception:  # a rule engine that dies silently is worse than a logged error
                 log.exception("rule evaluation failed; trying again at the next change")
-            await asyncio.sleep(self.settle_seconds)
+            shortest, longest = self.pause
+            await asyncio.sleep(min(longest, max(shortest, 20 * (time.monotonic() - began))))
 
     async def _judge_once(self, tick):
         if self._rules_stale:
