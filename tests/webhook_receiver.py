@@ -29,7 +29,7 @@ class BusyServer(ThreadingHTTPServer):
 
 
 class Receiver:
-    """A real HTTP receiver on 127.0.0.1 that records every POST (method, path, headers, body).
+    """A real HTTP receiver on 127.0.0.1 that records every POST (method, path, headers, body, at).
 
     `answers[path]` lists the statuses to answer in turn (then 200); a path in `hanging`
     never answers: its handler waits until the client hangs up (recorded in `hung_up`)
@@ -41,6 +41,7 @@ class Receiver:
         self.answers = {}
         self.hanging = set()
         self.hung_up = []
+        self.open_connections = 0
         self.lock = threading.Lock()
         self.closing = threading.Event()
         self.server = BusyServer(("127.0.0.1", 0), self._handler())
@@ -84,6 +85,18 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a client keeps its connections open
+
+            def setup(self):
+                super().setup()
+                with receiver.lock:
+                    receiver.open_connections += 1
+
+            def finish(self):
+                super().finish()
+                with receiver.lock:
+                    receiver.open_connections -= 1
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with receiver.lock:
