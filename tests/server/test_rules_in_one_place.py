@@ -72,7 +72,9 @@ def routes(app, keep):
 
 def concrete(path, run_id, token_id=0):
     path = path.replace("{key:path}", "{key}")
-    path = path.format(run_id=run_id, token_id=token_id, key="loss", name="missing", command_id=1)
+    path = path.format(
+        run_id=run_id, token_id=token_id, key="loss", name="missing", command_id=1, rule_id=1
+    )
     return path + "?wait=0" if path.endswith("/pending") else path
 
 
@@ -236,7 +238,7 @@ def test_every_id_in_a_path_has_the_same_bounds(client):
     for operations in client.get("/openapi.json").json()["paths"].values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
-                if parameter["name"] in ("run_id", "token_id"):
+                if parameter["in"] == "path" and parameter["name"].endswith("_id"):
                     schema = parameter["schema"]
                     bounds.add((schema["type"], schema["minimum"], schema["maximum"]))
     assert bounds == {("integer", 1, MAX_ROW_ID)}
