@@ -114,8 +114,7 @@ def runs_page(
     sort: str = "newest",
 ):
     """Every run, live: status, main metric and its sparkline, filters and sort."""
-    projects = session.scalars(select(Project.name).order_by(Project.name)).all()
-    projects = [name for name in projects if principal.sees_project(name)]
+    projects = visible_projects(session, principal)
     filters = {"project": project, "status": status, "q": q, "tag": tag, "sort": sort}
     return render(
         request,
@@ -202,6 +201,12 @@ def compare_page(
     )
 
 
+def visible_projects(session, principal):
+    """The names of the projects `principal` sees, in order."""
+    names = session.scalars(select(Project.name).order_by(Project.name)).all()
+    return [name for name in names if principal.sees_project(name)]
+
+
 def rule_shown(rule):
     """A `Rule` answer as the rules page lists it: its JSON plus its condition and actions in
     the words the command line prints (`rules.wording`)."""
@@ -221,13 +226,12 @@ def rules_page(
 ):
     """The rules the viewer sees, a form to add one (`?project=&metric=` fill it in: the run
     page's "Watch this run"), and the alerts they raised, live."""
-    projects = session.scalars(select(Project.name).order_by(Project.name)).all()
     return render(
         request,
         "rules.html",
         principal,
         rules=[rule_shown(rule) for rule in list_rules(session, principal).rules],
-        projects=[name for name in projects if principal.sees_project(name)],
+        projects=visible_projects(session, principal),
         can_admin=principal.can("admin"),
         token_project=principal.project or "",
         prefill={"project": project or principal.project or "", "metric": metric},

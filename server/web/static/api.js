@@ -41,15 +41,23 @@ export async function getJSON(path, params, signal) {
   return answer(response);
 }
 
-export async function postJSON(path, body) {
+function writeHeaders() {
   const headers = { "Content-Type": "application/json", Accept: "application/json" };
   if (CSRF) headers["X-CSRF-Token"] = CSRF;
+  return headers;
+}
+
+export async function postJSON(path, body) {
   const response = await fetch(apiUrl(path), {
     method: "POST",
-    headers,
+    headers: writeHeaders(),
     body: JSON.stringify(body ?? {}),
   });
   return answer(response);
+}
+
+export async function deleteJSON(path) {
+  return answer(await fetch(apiUrl(path), { method: "DELETE", headers: writeHeaders() }));
 }
 
 /** A metric key as URL path segments ("batch/loss" stays two segments). */

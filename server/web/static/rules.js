@@ -1,11 +1,10 @@
 // The rules page: the form that adds a rule (its 422 shown by the field it names), Remove,
 // and each rule's webhook delivery log for admins. The notifications list is alerts.js'.
 
-import { ApiError, apiUrl, getJSON, pageUrl, postJSON } from "./api.js";
+import { ApiError, deleteJSON, getJSON, pageUrl, postJSON } from "./api.js";
 import { errorText } from "./commands.js";
 import { clock, element } from "./format.js";
 
-const CSRF = document.body.dataset.csrf || "";
 const panel = document.getElementById("rules-panel");
 const table = document.getElementById("rules-table");
 const emptyNote = document.getElementById("rules-empty");
@@ -171,14 +170,8 @@ async function removeRule(row, button) {
   const name = row.querySelector(".rule-name").textContent;
   if (!window.confirm(`Remove the rule “${name}”? Its alerts and delivery log go with it.`)) return;
   button.disabled = true;
-  const headers = { Accept: "application/json" };
-  if (CSRF) headers["X-CSRF-Token"] = CSRF;
   try {
-    const response = await fetch(apiUrl(`/rules/${row.dataset.ruleId}`), { method: "DELETE", headers });
-    if (!response.ok) {
-      const detail = await response.json().then((answer) => answer.detail, () => response.statusText);
-      throw new ApiError(response.status, detail);
-    }
+    await deleteJSON(`/rules/${row.dataset.ruleId}`);
     document.getElementById(`deliveries-${row.dataset.ruleId}`)?.remove();
     row.remove();
     const left = table.tBodies[0].rows.length;
