@@ -149,6 +149,18 @@ def test_webhook_at_this_server_is_refused(api, url):
     assert api.get("/api/v1/rules").json() == {"rules": []}
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest", "http://[fe80::1]:8080/x", "http://[::ffff:169.254.1.1]/"],
+)
+def test_webhook_at_a_link_local_address_is_refused(api, url):
+    """Cloud metadata services answer on link-local addresses, with the machine's credentials."""
+    response = add_rule(api, rule_body(actions=[hook(url)]))
+    assert response.status_code == 422, response.text
+    assert locs(response) == [("body", "actions", 0, "url")]
+    assert "link-local" in response.json()["detail"][0]["msg"]
+
+
 def test_webhook_at_another_local_port_is_accepted(api):
     """A receiver on this machine's loopback, on another port, is how local receivers work."""
     rule = added(api, rule_body(actions=[hook("http://127.0.0.1:8125/hook")]))

@@ -39,8 +39,8 @@ from callboard.server.api.schemas import MAX_ROW_ID, Name
 from callboard.server.auth import OPEN
 from callboard.server.live.hub import ALERTS_CHANNEL, RULES_CHANNEL
 from callboard.server.rules.deliveries import read_deliveries
-from callboard.server.rules.own_address import points_at_this_server
 from callboard.server.rules.spec import RuleIn
+from callboard.server.rules.webhook_targets import refused_target
 from callboard.server.store.models import Project, RuleFiring, Run
 from callboard.server.store.models import Rule as RuleRow
 
@@ -72,20 +72,17 @@ def check_may_manage(principal, project):
         )
 
 
-def _self_pointing_webhook(request, settings, rule):
-    """A 422 naming the first webhook action whose URL is this server's own address."""
+def _refused_webhook(request, settings, rule):
+    """A 422 naming the first webhook action whose URL may not be posted to
+    (`webhook_targets.refused_target`), or None."""
     for index, action in enumerate(rule.actions):
-        if action.kind == "webhook" and points_at_this_server(
-            str(action.url), request, settings.public_url
-        ):
+        if action.kind != "webhook":
+            continue
+        if reason := refused_target(str(action.url), request, settings.public_url):
             return HTTPException(
                 status_code=422,
                 detail=[
-                    {
-                        "loc": ["body", "actions", index, "url"],
-                        "msg": "a webhook may not point at this Callboard server itself",
-                        "type": "value_error",
-                    }
+                    {"loc": ["body", "actions", index, "url"], "msg": reason, "type": "value_error"}
                 ],
             )
     return None
@@ -125,7 +122,7 @@ async def add_rule(
     """Watch every run of `project` (none: every project): when `condition` holds, do
     `actions` (post a webhook, send the training a command). Fires once per run and episode."""
     check_may_manage(principal, rule.project)
-    if problem := _self_pointing_webhook(request, settings, rule):
+    if problem := _refused_webhook(request, settings, rule):
         raise problem
     base_url = settings.public_url or str(request.base_url)
     work = functools.partial(_add_rule, rule=rule, base_url=base_url, author=_author(principal))

@@ -1,17 +1,22 @@
-"""Is a URL this server's own address? A webhook may not point back at the server.
+"""Where a webhook may not post: this server itself, and link-local addresses.
 
-Such a webhook would have the server post alerts to its own API: at best a
-loop, at worst a way to make it call routes on someone's behalf.
+A webhook at the server would have it post alerts to its own API: at best a
+loop, at worst a way to make it call routes on someone's behalf. Link-local
+addresses (169.254.0.0/16, fe80::/10) are where cloud metadata services answer
+with the machine's credentials: no receiver of alerts lives there.
 
 Example:
     >>> same_place("http://127.0.0.1:8000/api", "localhost", 8000)
     True
+    >>> refused_target("http://169.254.169.254/latest/meta-data", request=None)
+    'a webhook may not point at a link-local address (cloud metadata answers there)'
 """
 
 import ipaddress
 from urllib.parse import urlsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+LINK_LOCAL = "a webhook may not point at a link-local address (cloud metadata answers there)"
 
 
 def _host_and_port(url):
@@ -20,17 +25,23 @@ def _host_and_port(url):
     return (parts.hostname or "").lower().rstrip("."), port
 
 
+def _address(host):
+    """`host` as an IP address (an IPv4-mapped IPv6 one as IPv4), or None for a name."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    if address.version == 6 and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
 def _local(host):
     """Loopback, the unspecified address, or `localhost` (any spelling of this machine)."""
     if host == "localhost" or host.endswith(".localhost"):
         return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if address.version == 6 and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_loopback or address.is_unspecified
+    address = _address(host)
+    return address is not None and (address.is_loopback or address.is_unspecified)
 
 
 def same_place(url, host, port):
@@ -61,3 +72,14 @@ def points_at_this_server(url, request, public_url=None):
     if server and server[1] is not None:
         places += [(server[0] or "", server[1]), ("localhost", server[1])]
     return any(same_place(url, host, port) for host, port in places)
+
+
+def refused_target(url, request, public_url=None):
+    """Why a webhook may not post to `url`, or None when it may (`request`: the one adding
+    the rule, to know this server's addresses; None skips that check)."""
+    address = _address(_host_and_port(url)[0])
+    if address is not None and address.is_link_local:
+        return LINK_LOCAL
+    if request is not None and points_at_this_server(url, request, public_url):
+        return "a webhook may not point at this Callboard server itself"
+    return None
