@@ -177,6 +177,8 @@ def test_run_page_lists_its_own_alerts_live(live_server, page):
     expect(alert).to_have_attribute("data-run-id", str(run_id))
     expect(alert.locator(".alert-rule")).to_have_text(rule_name)
     expect(page.locator("#run-alerts-empty")).to_be_hidden()
+    fired = page.locator('#timeline li[data-kind="rule_fired"]')  # the run's events, in words
+    expect(fired).to_contain_text(f"{rule_name}: loss is NaN at epoch 0 → command checkpoint")
     assert_clean(page)
 
 
