@@ -96,6 +96,16 @@ def server_factory(tmp_path):
         server.stop()
 
 
+@pytest.fixture
+def receiver():
+    """A real webhook receiver on 127.0.0.1 (`tests/webhook_receiver.py`)."""
+    from tests.webhook_receiver import Receiver
+
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory):
     """One real server for the session, on its SQLite default, at `live_server.root`."""

@@ -12,12 +12,10 @@ import signal
 
 import httpx
 import keras
-import pytest
 
 from callboard.client import RemoteControl, RemoteMonitor
 from tests.server.fresh_postgres import fresh_postgres_database
 from tests.server_process import ServerProcess
-from tests.webhook_receiver import Receiver
 
 from .test_faults import start_training_process
 from .test_remote_control import wait_for
@@ -25,13 +23,6 @@ from .test_training import unique
 from .training import slow_batches, tiny_data, tiny_model
 
 SECRET = "a shared secret"
-
-
-@pytest.fixture
-def receiver():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
 
 
 def add_rule(root, project, condition, actions, name=None):

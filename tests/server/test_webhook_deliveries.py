@@ -25,16 +25,8 @@ from callboard.server.store.models import Rule, RuleFiring
 from callboard.server.store.run_writes import ChangedRuns, create_run
 from tests.server.fresh_postgres import fresh_postgres_database
 from tests.server_process import free_port
-from tests.webhook_receiver import Receiver
 
 DEADLINE = 20.0
-
-
-@pytest.fixture
-def receiver():
-    receiver = Receiver()
-    yield receiver
-    receiver.close()
 
 
 @pytest.fixture
