@@ -156,7 +156,7 @@ def test_a_silent_rule_fires_for_a_training_killed_with_sigkill(server_factory, 
         wait_for(
             lambda: (
                 (runs := httpx.get(f"{server.root}/api/v1/runs").json()["runs"])
-                and runs[0]["epochs"] >= 2
+                and runs[0]["epochs_done"] >= 2
             ),
             "two epochs",
         )
