@@ -136,9 +136,11 @@ class RuleEngine:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wake = asyncio.Event()
+        # Subscribed now, not in the task: a rule changed right after start is not missed.
+        rule_changes = self.hub.subscribe(RULES_CHANNEL)
         self._tasks = (
             asyncio.create_task(self._judge_forever()),
-            asyncio.create_task(self._follow_rule_changes()),
+            asyncio.create_task(self._follow_rule_changes(rule_changes.__enter__())),
         )
 
     async def stop(self):
@@ -161,8 +163,8 @@ class RuleEngine:
         else:
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    async def _follow_rule_changes(self):
-        with self.hub.subscribe(RULES_CHANNEL) as changes:
+    async def _follow_rule_changes(self, changes):
+        with changes:
             while True:
                 if await changes.wait(3600):
                     self._rules_stale = True

@@ -10,7 +10,7 @@ import pytest
 
 from callboard.server.api.routes import commands as command_routes
 
-from .helpers import create_run, epoch_event, post_events, serving
+from .helpers import SERVERS_OWN, create_run, epoch_event, post_events, serving
 
 
 @pytest.fixture
@@ -49,7 +49,8 @@ def issue(client, run_id, kind, **fields):
 
 
 def subscribed(app, count=1):
-    return lambda: app.state.hub.subscriber_count() == count
+    """True once `count` subscriptions are open besides the server's own (its rule engine's)."""
+    return lambda: app.state.hub.subscriber_count() == SERVERS_OWN + count
 
 
 def test_a_pending_command_is_answered_at_once(served):

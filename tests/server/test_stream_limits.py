@@ -8,7 +8,7 @@ import pytest
 
 from callboard.server.api.routes.stream import BATCH, stream_slots
 
-from .helpers import create_run, epoch_event, post_events, serving
+from .helpers import SERVERS_OWN, create_run, epoch_event, post_events, serving
 
 
 @pytest.fixture
@@ -37,11 +37,13 @@ def test_stream_cap_answers_503_and_closed_streams_leave_nothing_behind(served):
                     assert response.status_code == 200
                     open_lines.append(response.iter_lines())
                     assert next(open_lines[-1]) == "retry: 1000"
-                wait_for(lambda: app.state.hub.subscriber_count() == 2, "streams not subscribed")
+                wait_for(
+                    lambda: app.state.hub.subscriber_count() == SERVERS_OWN + 2, "not subscribed"
+                )
                 refused = client.get("/api/v1/stream")
                 assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
                 assert "2 live streams" in refused.json()["detail"]
-            wait_for(lambda: app.state.hub.subscriber_count() == 0, "subscribers left behind")
+            wait_for(lambda: app.state.hub.subscriber_count() == SERVERS_OWN, "subscribers left")
             wait_for(lambda: stream_slots(app).open == 0, "stream slots left taken")
 
 
