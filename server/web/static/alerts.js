@@ -1,7 +1,7 @@
 // Alerts: what the rules raised, newest on top. The notifications list (the board, the rules
 // page) long-polls /api/v1/alerts; the run page's list reloads on its stream's `rule_fired`.
 
-import { ApiError, getJSON } from "./api.js";
+import { ApiError, getJSON, pageUrl } from "./api.js";
 import { errorText } from "./commands.js";
 import { clock, element } from "./format.js";
 
@@ -139,7 +139,9 @@ export class AlertFeed {
       dateTime: new Date(alert.fired_at * 1000).toISOString(),
       title: new Date(alert.fired_at * 1000).toLocaleString(),
     });
-    const run = element("a", { className: "alert-run", href: alert.run.url, text: alert.run.name });
+    // This dashboard's own page, not `run.url`: that is built from the Host the rule was added by.
+    const href = pageUrl(`/runs/${alert.run.id}`);
+    const run = element("a", { className: "alert-run", href, text: alert.run.name });
     const detail = element(
       "span",
       { className: "detail" },
