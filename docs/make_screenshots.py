@@ -1,15 +1,13 @@
-"""Regenerate docs/screenshots/: the runs, run and compare pages over real Keras runs.
+"""Regenerate docs/screenshots/: the runs, run, compare and rules pages over real Keras runs.
 
 Starts a server on a fresh SQLite file, trains three small real Keras models against it
-(two that finish, one stopped remotely mid-training), and shoots the pages in Debian's
-Chromium. Usage: `python docs/make_screenshots.py`.
+(two that finish, one that a plateau rule stops mid-training), and shoots the pages in
+Debian's Chromium. Usage: `python docs/make_screenshots.py`.
 """
 
 import os
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -28,7 +26,7 @@ def train(root, name, hidden, learning_rate, epochs, extra_callbacks=()):
     import keras
     import numpy as np
 
-    from callboard.client import ModelCheckpoint, ReduceLROnPlateau, RemoteMonitor, RemoteStop
+    from callboard.client import ModelCheckpoint, ReduceLROnPlateau, RemoteControl, RemoteMonitor
 
     keras.utils.set_random_seed(hidden)
     rng = np.random.default_rng(0)
@@ -66,7 +64,7 @@ def train(root, name, hidden, learning_rate, epochs, extra_callbacks=()):
                     "data": {"samples": 4096, "noise": 0.8},
                 },
             ),
-            RemoteStop(root=root, interval=0.2),
+            RemoteControl(),
             ModelCheckpoint(f"{folder}/best.keras", monitor="val_loss", save_best_only=True),
             ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2),
             *extra_callbacks,
@@ -74,17 +72,12 @@ def train(root, name, hidden, learning_rate, epochs, extra_callbacks=()):
     )
 
 
-def stop_after(root, name, epochs):
-    """Press Stop (through the API) once run `name` has `epochs` epochs."""
-    while True:
-        runs = httpx.get(f"{root}/api/v1/runs", params={"name": name}).json()["runs"]
-        if runs and runs[0]["epochs_done"] >= epochs:
-            httpx.post(
-                f"{root}/api/v1/runs/{runs[0]['id']}/stop",
-                json={"reason": "val_loss has flattened out"},
-            )
-            return runs[0]["id"]
-        time.sleep(0.1)
+PLATEAU_RULE = {
+    "name": "val_loss stopped improving",
+    "project": "screenshots",
+    "condition": {"kind": "plateau", "metric": "val_loss", "patience": 4, "min_delta": 0.002},
+    "actions": [{"kind": "command", "command": "stop_after_epoch"}],
+}
 
 
 def shoot(root, run_id, compare_ids):
@@ -110,6 +103,9 @@ def shoot(root, run_id, compare_ids):
             page.wait_for_selector("body[data-charts-ready=true]")
             page.wait_for_selector("#best-table tbody tr")
             page.screenshot(path=OUT / f"compare{suffix}.png", full_page=True)
+            page.goto(f"{root}/rules")
+            page.wait_for_selector("#notifications li.alert")
+            page.screenshot(path=OUT / f"rules{suffix}.png", full_page=True)
             context.close()
         browser.close()
 
@@ -123,10 +119,8 @@ def main():
         try:
             train(root, "baseline-h16", hidden=16, learning_rate=1e-3, epochs=30)
             train(root, "wide-h64", hidden=64, learning_rate=3e-3, epochs=30)
-            stopper = threading.Thread(target=stop_after, args=(root, "wide-h64-lr1e-2", 14))
-            stopper.start()
+            httpx.post(f"{root}/api/v1/rules", json=PLATEAU_RULE).raise_for_status()
             train(root, "wide-h64-lr1e-2", hidden=64, learning_rate=1e-2, epochs=60)
-            stopper.join()
             runs = httpx.get(f"{root}/api/v1/runs", params={"sort": "oldest"}).json()["runs"]
             ids = [run["id"] for run in runs]
             shoot(root, ids[-1], ids)
