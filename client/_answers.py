@@ -92,6 +92,8 @@ class RunSummary(Answer):
     updated_at: float
     ended_at: float | None = None
     stop: str  # none, requested, acknowledged or stopped
+    note: str | None = None  # the user's note (Markdown)
+    archived: bool = False  # hidden from the runs list (False from a server before archiving)
 
 
 @record
@@ -120,6 +122,7 @@ class RunDetail(RunSummary):
     last_step: int | None = None
     error: str | None = None
     control: ControlState
+    note_html: str | None = None  # the note as HTML, raw HTML in it escaped
 
 
 @record

@@ -13,6 +13,7 @@ import math
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import Response
+from markdown_it import MarkdownIt
 from pydantic import BaseModel, BeforeValidator, Field
 from sqlalchemy.orm import defer
 
@@ -132,11 +133,14 @@ class RunSummary(BaseModel):
     updated_at: UnixTime
     ended_at: UnixTime | None
     stop: StopState
+    note: str | None = Field(description="the user's note on the run (Markdown)")
+    archived: bool = Field(description="hidden from the runs list unless asked for")
 
 
 class RunDetail(RunSummary):
     """A run with everything the run page needs."""
 
+    note_html: str | None = Field(description="the note as HTML (raw HTML in it escaped)")
     config: JsonObject
     versions: JsonObject
     params: JsonObject
@@ -191,6 +195,8 @@ def _summary_fields(run):
         "updated_at": run.updated_at,
         "ended_at": run.ended_at,
         "stop": control_state(run)["state"],
+        "note": run.note,
+        "archived": run.archived_at is not None,
     }
 
 
@@ -211,7 +217,23 @@ def run_detail(run):
         last_step=run.last_step,
         error=run.error,
         control=control_state(run),
+        note_html=note_html(run.note),
     )
+
+
+# CommonMark with raw HTML off (written out as text) and no images (nothing loads from
+# elsewhere); links to `javascript:` and the like stay text (markdown-it's `validateLink`).
+NOTE_MARKDOWN = MarkdownIt("commonmark", {"html": False}).disable("image")
+
+
+def note_html(note):
+    """A run's Markdown note as HTML safe to show as it is; None for no note.
+
+    Example:
+        >>> note_html("**lr** 3e-4 <script>x</script>")
+        '<p><strong>lr</strong> 3e-4 &lt;script&gt;x&lt;/script&gt;</p>\n'
+    """
+    return NOTE_MARKDOWN.render(note) if note else None
 
 
 # --- events and metrics ----------------------------------------------------------------------

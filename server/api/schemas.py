@@ -137,6 +137,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_NOTE_LENGTH = 20_000
+Tags = Annotated[list[Annotated[Text, Field(max_length=100)]], Field(max_length=50)]
+
+
 class RunCreate(Strict):
     uid: Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = (
         None
@@ -144,9 +148,23 @@ class RunCreate(Strict):
     name: Name | None = None
     project: Name = "default"
     config: JsonObject = Field(default_factory=dict)
-    tags: list[Annotated[Text, Field(max_length=100)]] = Field(default_factory=list, max_length=50)
+    tags: Tags = Field(default_factory=list)
     host: Annotated[Text, Field(max_length=255)] | None = None
     versions: dict[Text, Annotated[Text, Field(max_length=100)]] = Field(default_factory=dict)
+
+
+class RunPatch(Strict):
+    """What `PATCH /api/v1/runs/{id}` changes: each field sent, only those (none is null
+    but `note`).
+
+    `tags` replaces the run's tags; `note` is Markdown (empty or null: no note);
+    `archived` hides the run from the default runs list (false restores it).
+    """
+
+    name: Name = None
+    tags: Tags = None
+    note: Annotated[Text, Field(max_length=MAX_NOTE_LENGTH)] | None = None
+    archived: Annotated[bool, Field(strict=True)] = None
 
 
 class EventIn(Strict):

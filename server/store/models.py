@@ -51,6 +51,7 @@ class Run(Base):
         Index("ix_runs_status_updated", "status", "updated_at"),
         Index("ix_runs_created", "created_at", "id"),
         Index("ix_runs_updated", "updated_at"),
+        Index("ix_runs_archived", "archived_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -79,6 +80,9 @@ class Run(Base):
     stopped_at: Mapped[float | None] = mapped_column(Double)
     # When the training last sent an event (heartbeats don't count): what `silent` rules watch.
     last_event_at: Mapped[float | None] = mapped_column(Double)
+    # The user's note on the run (Markdown), and when it was archived (hidden from the list).
+    note: Mapped[str | None] = mapped_column(Text)
+    archived_at: Mapped[float | None] = mapped_column(Double)
 
     project: Mapped[Project] = relationship(lazy="joined")
 

@@ -46,6 +46,8 @@ NEEDS = {
     ("GET", "/api/v1/tokens"): {"admin"},
     ("DELETE", "/api/v1/tokens/{token_id}"): {"admin"},
     ("POST", "/publish/epoch/end/"): {"ingest"},
+    ("PATCH", "/api/v1/runs/{run_id}"): {"control"},
+    ("DELETE", "/api/v1/runs/{run_id}"): {"admin"},  # last: it deletes the matrix's run
 }
 GRANTS = {
     "ingest": {"ingest"},
@@ -126,12 +128,15 @@ def request_for(method, path, run_id, token_id, command_id=1, rule_id=1):
         f"/api/v1/runs/{run_id}/events": {"json": {"events": []}},
         "/api/v1/tokens": {"json": {"name": f"t{time.monotonic_ns()}", "role": "read"}},
         "/publish/epoch/end/": {"content": b'{"epoch": 0, "loss": 1.0}'},
+        f"/api/v1/runs/{run_id}": {"json": {"note": "matrix"}},
     }
     queries = {"/api/v1/sparklines": {"params": {"ids": str(run_id)}}}
     queries["/api/v1/extremes"] = queries["/api/v1/sparklines"]
     queries["/api/v1/control"] = {"params": {"name": "m", "project": "p"}}
     queries[f"/api/v1/runs/{run_id}/commands/pending"] = {"params": {"wait": 0}}
-    return concrete, (bodies.get(concrete, {}) if method == "POST" else queries.get(concrete, {}))
+    return concrete, (
+        bodies.get(concrete, {}) if method in ("POST", "PATCH") else queries.get(concrete, {})
+    )
 
 
 def test_auth_matrix(secured):

@@ -170,6 +170,11 @@ def test_real_answers_match_the_documented_schemas(tour):
     paused = {**ids, "command_id": pause["id"]}
     cancelled = tour.call("POST", commands + "/{command_id}/cancel", fill=paused)
     assert cancelled["state"] == "cancelled"
+    edit = {"name": "renamed", "tags": ["b"], "note": "*hi*", "archived": True}
+    edited = tour.call("PATCH", "/api/v1/runs/{run_id}", fill=ids, json=edit)
+    assert edited["name"] == "renamed" and edited["archived"] is True
+    assert edited["note_html"] == "<p><em>hi</em></p>\n"
+    assert tour.call("DELETE", "/api/v1/runs/{run_id}", fill=ids)["name"] == "renamed"
     stock = {"data": '{"epoch": 0, "loss": NaN}'}  # a form post, as Keras sends it
     assert tour.call("POST", "/publish/epoch/end/", data=stock)["epoch"] == 0
     assert tour.call("GET", "/api/v1/health")["status"] == "ok"

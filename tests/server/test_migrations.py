@@ -50,11 +50,11 @@ def test_a_model_the_migrations_lack_is_a_difference(empty_database_url):
     for table in Base.metadata.tables.values():
         table.to_metadata(metadata)
     runs = metadata.tables["runs"]
-    runs.append_column(Column("note", Text))
+    runs.append_column(Column("remark", Text))
     Index("ix_runs_host", runs.c.host)
     changes = sorted(schema_differences(empty_database_url, metadata), key=lambda c: c[0])
     assert [change[0] for change in changes] == ["add_column", "add_index"]
-    assert (changes[0][2], changes[0][3].name) == ("runs", "note")
+    assert (changes[0][2], changes[0][3].name) == ("runs", "remark")
     assert changes[1][1].name == "ix_runs_host"
 
 

@@ -1,9 +1,9 @@
-"""Runs: create, list, read, heartbeat, export."""
+"""Runs: create, list, read, edit (name, tags, note, archived), delete, heartbeat, export."""
 
 import functools
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from sqlalchemy import String, cast, func, select
 from sqlalchemy.orm import Session
 
@@ -13,6 +13,7 @@ from callboard.server.api.answers import (
     Heartbeat,
     RunDetail,
     RunsPage,
+    RunSummary,
     json_problems,
     problems,
     run_detail,
@@ -27,11 +28,22 @@ from callboard.server.api.deps import (
     VisibleRun,
     check_project,
 )
-from callboard.server.api.schemas import MAX_BIGINT, Name, NamePart, RunCreate, RunStatus, Text
+from callboard.server.api.routes.commands import requester, run_caller
+from callboard.server.api.schemas import (
+    MAX_BIGINT,
+    Name,
+    NamePart,
+    RunCreate,
+    RunPatch,
+    RunStatus,
+    Text,
+)
+from callboard.server.auth import Principal
 from callboard.server.lifecycle import record_heartbeat
 from callboard.server.store.db import json_dumps
 from callboard.server.store.export import epochs_csv
 from callboard.server.store.models import Project, Run
+from callboard.server.store.run_edits import delete_run, edit_run
 from callboard.server.store.run_writes import UidTaken, create_run
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -91,14 +103,22 @@ def list_runs(
     tag: Annotated[Text | None, Query(max_length=100)] = None,
     q: Annotated[NamePart | None, Query(description="substring of the name")] = None,
     sort: Annotated[str, Query(pattern="^(" + "|".join(SORTS) + ")$")] = "newest",
+    archived: Annotated[
+        bool, Query(description="list the archived runs (only them) instead of the others")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_BIGINT)] = 0,
 ):
-    """Runs, newest first, filtered by exact name, project, status, tag or name substring."""
+    """Runs, newest first, filtered by exact name, project, status, tag or name substring.
+
+    Archived runs are left out; `archived=true` lists them (and only them).
+    """
     if principal.project is not None:
         check_project(principal, project or principal.project)
         project = principal.project
-    query = select(Run)
+    query = select(Run).where(
+        Run.archived_at.is_not(None) if archived else Run.archived_at.is_(None)
+    )
     if name is not None:
         query = query.where(Run.name == name)
     if project is not None:
@@ -129,6 +149,47 @@ def list_runs(
 def read_run(run: VisibleRun, _: Reader):
     """A run: status, epochs done, last value of each metric, config, times, stop state."""
     return run_detail(run)
+
+
+Editor = Annotated[Principal, Depends(run_caller("control"))]
+Deleter = Annotated[Principal, Depends(run_caller("admin"))]
+
+
+@router.patch("/{run_id}", response_model=RunDetail, responses=problems(401, 403, 404, 413, 503))
+async def edit(run_id: RowId, patch: RunPatch, writes: RunWritesDep, principal: Editor):
+    """Rename the run, replace its tags, write its note (Markdown), archive or restore it:
+    each field sent, only those (a control token).
+
+    Each change is an event on the run (`renamed`, `tagged`, `noted`, `archived`,
+    `unarchived`) saying who made it, and reaches every open page live.
+    """
+    work = functools.partial(
+        _edit, run_id=run_id, patch=patch, by=requester(principal), visible=principal.sees_project
+    )
+    return await writes.write(work, order=run_id)
+
+
+def _edit(connection, changed, run_id, patch, by, visible):
+    """`edit_run`, answered with the run's detail as its transaction holds it."""
+    edit_run(connection, changed, run_id, patch, by, visible)
+    with Session(connection) as session:  # reads only: the writer commits
+        return run_detail(session.get(Run, run_id))
+
+
+@router.delete("/{run_id}", response_model=RunSummary, responses=problems(401, 403, 404, 503))
+async def delete(run_id: RowId, writes: RunWritesDep, principal: Deleter):
+    """Delete the run and everything stored of it, for good (an admin token); the run it was."""
+    work = functools.partial(_delete, run_id=run_id, visible=principal.sees_project)
+    return await writes.write(work, order=run_id)
+
+
+def _delete(connection, changed, run_id, visible):
+    """`delete_run`, answered with the run's summary as it was."""
+    with Session(connection) as session:  # reads only: the writer commits
+        run = session.get(Run, run_id)
+        summary = None if run is None else run_summary(run)
+    delete_run(connection, changed, run_id, visible)  # RunNotFound: missing, or not visible
+    return summary
 
 
 @router.post(
