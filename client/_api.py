@@ -16,6 +16,7 @@ from ._answers import (
     RuleList,
     RunDetail,
     RunsPage,
+    RunSummary,
     Token,
     TokenList,
 )
@@ -292,8 +293,9 @@ class ServerApi:
 
     # What `callboard runs`, `stop`, `export` and `token` ask: read, control and admin tokens.
 
-    def list_runs(self, name=None, project=None, status=None, limit=100, offset=0):
-        """One page of runs, newest first, filtered by exact `name`, `project` and `status`.
+    def list_runs(self, name=None, project=None, status=None, limit=100, offset=0, archived=False):
+        """One page of runs, newest first, filtered by exact `name`, `project` and `status`;
+        the archived runs instead of the others with `archived`.
 
         Example:
             >>> ServerApi(token="cb_...").list_runs(status="running").runs  # doctest: +SKIP
@@ -302,17 +304,20 @@ class ServerApi:
         filters = {"name": name, "project": project, "status": status}
         params = {key: value for key, value in filters.items() if value is not None}
         params.update(limit=limit, offset=offset)
+        if archived:
+            params["archived"] = "true"
         return self._request("GET", "/api/v1/runs", RunsPage, params=params)
 
     def read_run(self, run_id):
         """Run `run_id`'s `RunDetail` (NotFound if the server has none this token may see)."""
         return self._request("GET", f"/api/v1/runs/{run_id}", RunDetail)
 
-    def find_run(self, run, project=None, live_first=False):
+    def find_run(self, run, project=None, live_first=False, archived=False):
         """Run `run` given as an id or a name, or None.
 
         A name means the newest run of that name (in `project`, if given); with
-        `live_first`, the newest one still live (running, paused or lost), if there is one.
+        `live_first`, the newest one still live (running, paused or lost), if there is one;
+        with `archived`, the newest archived one (else archived runs are not found by name).
         """
         if run.isascii() and run.isdigit():
             try:
@@ -321,10 +326,26 @@ class ServerApi:
                 pass
 
         def newest(status=None):
-            return self.list_runs(name=run, project=project, status=status, limit=1).runs
+            return self.list_runs(
+                name=run, project=project, status=status, limit=1, archived=archived
+            ).runs
 
         live = [found for status in LIVE_STATUSES for found in newest(status)] if live_first else []
         return max(live or newest(), key=lambda found: (found.created_at, found.id), default=None)
+
+    def edit_run(self, run_id, **changes):
+        """Change run `run_id`'s `name`, `tags` (the whole list), `note` (Markdown; None
+        removes it) or `archived` (a control token); its `RunDetail` after the change.
+
+        Example:
+            >>> ServerApi(token="cb_...").edit_run(12, archived=True)  # doctest: +SKIP
+            RunDetail(id=12, ..., archived=True, ...)
+        """
+        return self._request("PATCH", f"/api/v1/runs/{run_id}", RunDetail, json=changes)
+
+    def delete_run(self, run_id):
+        """Delete run `run_id` and all its data for good (an admin token); the run it was."""
+        return self._request("DELETE", f"/api/v1/runs/{run_id}", RunSummary)
 
     def stop_run(self, run_id, reason=None):
         """Ask run `run_id` to stop at its next batch (a control token); its new control state.

@@ -1,6 +1,7 @@
 """The `callboard` command line: serve, inspect and steer runs, run the demo, migrate.
 
-`serve`, `demo`, `db ...` and `token create` open a database; `runs`, `export`, `sync`,
+`serve`, `demo`, `db ...` and `token create` open a database; `runs` (and its
+`rename|tag|note|archive|restore|delete`: manage.py), `export`, `sync`,
 `token list|revoke`, `rules add|list|rm` (rules.py) and the commands to a training
 (`stop`, `pause`, `resume`, `checkpoint`, `set-lr`: commands.py) ask a server over HTTP
 (`--root`, `--token`).
@@ -25,13 +26,15 @@ from callboard.server.cli.db import (
     open_database,
     settings_for,
 )
+from callboard.server.cli.manage import runs_app
 from callboard.server.cli.remote import NameInProject, RootOption, TokenOption, fail, server_api
 from callboard.server.cli.rules import rules_app
 from callboard.server.cli.tokens import token_app
 
 app = typer.Typer(
     help="Callboard: live dashboard and remote control for Keras training.\n\n"
-    "runs, export, sync, token list|revoke, rules add|list|rm and "
+    "runs (and runs rename|tag|note|archive|restore|delete), export, sync, "
+    "token list|revoke, rules add|list|rm and "
     "stop|pause|resume|checkpoint|set-lr "
     "ask a running server over HTTP: "
     "--root URL (else CALLBOARD_ROOT, else http://127.0.0.1:8000) and --token T "
@@ -43,6 +46,7 @@ app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(rules_app, name="rules")
+app.add_typer(runs_app, name="runs")  # rename, tag, note, archive, restore, delete: manage.py
 console = Console()
 
 
@@ -158,18 +162,26 @@ def _formatted(values):
     )
 
 
-@app.command()
+@runs_app.callback(invoke_without_command=True)
 def runs(
+    context: typer.Context,
     project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     name: Annotated[str | None, typer.Option(help="Only runs with this exact name.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Most runs to show.")] = 30,
+    archived: Annotated[
+        bool, typer.Option("--archived", help="List the archived runs instead.")
+    ] = False,
     root: RootOption = DEFAULT_ROOT,
     token: TokenOption = None,
 ):
     """List runs, newest first (a read token)."""
+    if context.invoked_subcommand is not None:
+        return
     with server_api(root, token) as api:
-        page = api.list_runs(name=name, project=project, status=status, limit=limit)
+        page = api.list_runs(
+            name=name, project=project, status=status, limit=limit, archived=archived
+        )
     table = Table("id", "name", "project", "status", "epochs", "last values")
     for run in page.runs:
         cells = (run.id, run.name, run.project, run.status, run.epochs_done, _formatted(run.last))
