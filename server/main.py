@@ -21,6 +21,7 @@ from callboard.server.api.routes import (
     extremes,
     health,
     metrics,
+    prometheus,
     publish,
     rules,
     runs,
@@ -37,6 +38,7 @@ from callboard.server.http.middleware import (
     HostAllowList,
     SecurityHeaders,
 )
+from callboard.server.http.prometheus import RequestMetrics, ServerMetrics
 from callboard.server.http.rate_limit import RateLimiter
 from callboard.server.lifecycle import mark_silent_runs
 from callboard.server.live import make_hub
@@ -145,6 +147,8 @@ def create_app(settings=None):
     app.add_middleware(
         IngestLane, allowed_hosts=settings.allowed_hosts, max_body_bytes=settings.max_body_bytes
     )
+    app.state.server_metrics = ServerMetrics(app)  # served by `GET /metrics`
+    app.add_middleware(RequestMetrics, metrics=app.state.server_metrics)  # outermost: times all
     # Routers are matched in order: the hottest (event ingest) first.
     routers = (
         events,
@@ -164,6 +168,7 @@ def create_app(settings=None):
     # Epoch posts skip FastAPI's per-request machinery (`fast_path.direct_route`).
     app.router.routes.insert(0, direct_route(events.router, "POST"))
     app.include_router(publish.router)
+    app.include_router(prometheus.router)
     app.include_router(api_docs.router)
     app.include_router(pages.router)
     app.mount("/static", pages.static_files(), name="static")

@@ -39,4 +39,6 @@ class Settings(BaseSettings):
     # The dashboard's address as people reach it, for links in alerts (default: the address
     # the rule's author used).
     public_url: str | None = None
+    # A token Prometheus may scrape `GET /metrics` with, besides any `read` token.
+    metrics_token: str | None = None
     max_connections: int = 4096  # each training holds one for its commands; 40 KiB each

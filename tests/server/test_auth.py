@@ -46,6 +46,7 @@ NEEDS = {
     ("GET", "/api/v1/tokens"): {"admin"},
     ("DELETE", "/api/v1/tokens/{token_id}"): {"admin"},
     ("POST", "/publish/epoch/end/"): {"ingest"},
+    ("GET", "/metrics"): {"read"},  # Prometheus; or CALLBOARD_METRICS_TOKEN (test_prometheus)
     ("PATCH", "/api/v1/runs/{run_id}"): {"control"},
     ("DELETE", "/api/v1/runs/{run_id}"): {"admin"},  # last: it deletes the matrix's run
 }
