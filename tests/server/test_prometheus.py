@@ -10,11 +10,18 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 
 from callboard.server.settings import Settings
 from tests.server.helpers import create_run, epoch_event, post_events, serving
 
 SCRAPE_TOKEN = "prometheus-scrape-secret"
+# What Prometheus 3 sends when it scrapes.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
 EVENTS_ROUTE = "/api/v1/runs/{run_id}/events"
 
 
@@ -78,10 +85,28 @@ def test_live_runs_latest_values_are_gauges_by_project_and_run(api):
     assert runs["running"] == 2 and runs["finished"] == 1 and runs["paused"] == 0
 
 
+def test_one_query_reads_the_values_and_never_the_runs_config(api):
+    run_id = create_run(api, "r", config={"huge": "x" * 1000})
+    post_events(api, run_id, epoch_event(1, 0, loss=1.0))
+    statements = []
+    engine = api.app.state.database.engine
+
+    def record(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert run_values(scrape(api))[("default", "r", str(run_id), "loss")] == 1.0
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len([s for s in statements if "summary" in s]) == 1, statements
+    assert not [s for s in statements if "config" in s], statements
+
+
 def test_openmetrics_when_the_scraper_asks_for_it(api):
     run_id = create_run(api, "resnet", project="vision")
     post_events(api, run_id, epoch_event(1, 0, loss=0.25))
-    answer = api.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    answer = api.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
     assert answer.headers["content-type"].startswith("application/openmetrics-text")
     assert answer.text.endswith("# EOF\n")
     families = {family.name: family for family in openmetrics_families(answer.text)}
