@@ -23,7 +23,7 @@ let stale = false; // a run changed while `asking`: ask again once it is answere
 
 function filters() {
   const data = Object.fromEntries(new FormData(form));
-  return { project: data.project, status: data.status, q: data.q.trim(), tag: data.tag.trim(), sort: data.sort };
+  return { project: data.project, status: data.status, q: data.q.trim(), tag: data.tag.trim(), sort: data.sort, archived: data.archived };
 }
 
 function fill(entry) {
@@ -179,5 +179,6 @@ function showError(error) {
 
 setInterval(refreshAgo, 1000); // the page's one timer: every "updated N ago" counts on
 
+form.elements.archived.checked = new URLSearchParams(window.location.search).get("archived") === "true";
 subscribe(apiUrl("/stream", { after: document.body.dataset.now }), { onRun: liveChange });
 ask();
