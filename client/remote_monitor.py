@@ -7,6 +7,7 @@ import keras
 
 from ._active import attach_run, resume_uid
 from ._api import DEFAULT_ROOT
+from ._system_metrics import check_interval
 from ._values import check_run_names, scalar_logs
 from .run import Run
 
@@ -44,6 +45,9 @@ class RemoteMonitor(keras.callbacks.Callback):
         client: an `httpx.Client` to send through (for tests).
         spool_dir: where undelivered events wait.
         flush_timeout: most seconds `on_train_end` waits for delivery.
+        system_metrics_interval: seconds between samples of the machine (CPU,
+            memory, NVIDIA GPUs) while `fit()` runs, stored as metrics
+            `system/...` and sampled on a background thread; 0 turns it off.
 
     Example:
         ```python
@@ -75,11 +79,13 @@ class RemoteMonitor(keras.callbacks.Callback):
         client=None,
         spool_dir=None,
         flush_timeout=10.0,
+        system_metrics_interval=10.0,
     ):
         super().__init__()
         if batch_frequency is not None and int(batch_frequency) < 1:
             raise ValueError(f"batch_frequency must be a positive integer, got {batch_frequency!r}")
         check_run_names(run, project)  # here, not once fit() has started
+        check_interval(system_metrics_interval)
         self.root = root
         self.path = path
         self.field = field
@@ -94,6 +100,7 @@ class RemoteMonitor(keras.callbacks.Callback):
         self.client = client
         self.spool_dir = spool_dir
         self.flush_timeout = flush_timeout
+        self.system_metrics_interval = system_metrics_interval
         self.run = None
         self._uid = None
         self._last_logs = {}
@@ -121,6 +128,7 @@ class RemoteMonitor(keras.callbacks.Callback):
             client=self.client,
             spool_dir=self.spool_dir,
             flush_timeout=self.flush_timeout,
+            system_metrics_interval=self.system_metrics_interval,
         )
         self._uid = self.run.uid
         self._steps_per_call = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))

@@ -14,6 +14,7 @@ from ._api import DEFAULT_ROOT, ServerApi
 from ._command_handling import RunCommands
 from ._sender import EventSender
 from ._spool import Spool, default_spool_dir
+from ._system_metrics import SystemMetricsSampler
 from ._values import check_run_names, clean_metrics, plain_json
 
 FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "numpy")
@@ -63,6 +64,10 @@ class Run:
         stop_poll_interval: seconds between polls for commands, when the
             server can't hold a waiting request open (e.g. a proxy cuts it).
         flush_timeout: most seconds `finish()` waits for delivery.
+        heartbeat_interval: seconds of silence after which the run says it lives.
+        system_metrics_interval: seconds between samples of the machine (CPU,
+            memory, NVIDIA GPUs), stored as metrics `system/...`, from `start()`
+            to `finish()`; 0 turns sampling off.
 
     Example:
         ```python
@@ -100,6 +105,7 @@ class Run:
         stop_poll_interval=1.0,
         flush_timeout=10.0,
         heartbeat_interval=15.0,
+        system_metrics_interval=10.0,
     ):
         check_run_names(name, project)
         self.uid = uid or uuid.uuid4().hex
@@ -129,6 +135,11 @@ class Run:
         self._seq = itertools.count(time.time_ns() // 1000)
         self.commands = RunCommands(self, self._sender)  # receives and applies them
         self._dropped_metric_names = set()
+        self._system_metrics = (
+            SystemMetricsSampler(self._log_system_metrics, system_metrics_interval)
+            if system_metrics_interval
+            else None
+        )
         self._started = False
         self._finished = False
 
@@ -150,6 +161,8 @@ class Run:
             self._sender.start()
             self.commands.start()
             self.log_event("train_begin", data=dict(params or {}))
+            if self._system_metrics:
+                self._system_metrics.start()
         return self
 
     def log(self, metrics, step=None, epoch=None):
@@ -184,6 +197,13 @@ class Run:
         metrics, dropped = clean_metrics(metrics)
         if dropped:
             self._warn_dropped(dropped)
+        self._submit(
+            kind, epoch, step, metrics, self._plain_json(data or {}, f"{kind} data"), urgent
+        )
+        if kind == "epoch_end":
+            self.end_of_epoch(epoch)
+
+    def _submit(self, kind, epoch, step, metrics, data, urgent):
         self._sender.submit(
             {
                 "seq": next(self._seq),
@@ -192,12 +212,16 @@ class Run:
                 "epoch": epoch,
                 "step": step,
                 "metrics": metrics,
-                "data": self._plain_json(data or {}, f"{kind} data"),
+                "data": data,
             },
             urgent=urgent,
         )
-        if kind == "epoch_end":
-            self.end_of_epoch(epoch)
+
+    def _log_system_metrics(self, metrics, number):
+        """One sample of the machine, at step `number` of its own series (the sampler's
+        thread): not the training's step, so the commands' bookkeeping is left alone."""
+        if not self._finished:
+            self._submit("metrics", None, number, metrics, {}, urgent=False)
 
     def _plain_json(self, value, where):
         """`value` as JSON the server stores, warning once about each change it needed."""
@@ -335,6 +359,8 @@ class Run:
             return
         self._finished = True
         _exit_guard.release(self)
+        if self._system_metrics:
+            self._system_metrics.stop()
         status = status or self.final_status or "finished"
         self.commands.settle_left(status)
         data = {"status": status}

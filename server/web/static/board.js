@@ -4,9 +4,19 @@
 
 import { MetricChart, PALETTE, compareFamilies, familyOf, familyTitle, isValidation } from "./charts.js";
 
-/** A chart's x title: "batch" for batch metrics, else what the server says its x counts. */
+/** The training machine's metrics (CPU, memory, GPUs): the run page draws them apart. */
+export const isSystemMetric = (key) => key.startsWith("system/");
+
+/** A system chart's title, in its own section: "system/gpu0_memory_mb" → "gpu0 memory mb". */
+export const systemTitle = (family) => familyTitle(family.slice("system/".length));
+
+/**
+ * A chart's x title: "batch" for batch metrics, "sample" for system metrics (the client's
+ * sample number), else what the server says its x counts.
+ */
 export function xTitleFor(family, axes) {
   if (family.startsWith("batch/")) return "batch";
+  if (isSystemMetric(family)) return "sample";
   return axes.every((axis) => axis === "epoch") ? "epoch" : "step";
 }
 
@@ -15,9 +25,11 @@ function seriesOrder(a, b) {
 }
 
 export class MetricBoard {
-  constructor(container, emptyNote) {
+  /** `titleOf(family)`: a chart's title (`familyTitle` unless given). */
+  constructor(container, emptyNote, { titleOf = familyTitle } = {}) {
     this.container = container;
     this.emptyNote = emptyNote;
+    this.titleOf = titleOf;
     this.charts = new Map(); // family → MetricChart
     this.loadedUpTo = new Map(); // key → last step of the initial load
     this.fresh = new Set(); // charts created live, drawn at the next flush
@@ -39,7 +51,7 @@ export class MetricBoard {
     if (chart) return chart;
     const next = [...this.charts.keys()].sort(compareFamilies).find((f) => compareFamilies(f, family) > 0);
     chart = new MetricChart(this.container, {
-      title: familyTitle(family),
+      title: this.titleOf(family),
       xTitle,
       before: next ? this.charts.get(next).div : null,
     });

@@ -2,7 +2,7 @@
 
 import { AlertFeed } from "./alerts.js";
 import { apiUrl, getJSON, metricPath, pageUrl } from "./api.js";
-import { MetricBoard } from "./board.js";
+import { MetricBoard, isSystemMetric, systemTitle } from "./board.js";
 import { bindChartControls, pointsFor } from "./charts.js";
 import { CommandPanel } from "./commands.js";
 import { refreshAgo, setAgo, setStatus } from "./format.js";
@@ -18,6 +18,12 @@ let run = JSON.parse(body.dataset.run);
 
 const chartsBox = document.getElementById("charts");
 const board = new MetricBoard(chartsBox, document.getElementById("charts-empty"));
+// The training machine's metrics (system/...) in their own section, below the training's.
+const systemCharts = document.getElementById("system-charts");
+const systemBoard = new MetricBoard(systemCharts, document.getElementById("system-empty"), { titleOf: systemTitle });
+const boards = [board, systemBoard];
+const boardOf = (key) => (isSystemMetric(key) ? systemBoard : board);
+const pointCount = () => board.pointCount() + systemBoard.pointCount();
 const timeline = new Timeline(document.getElementById("timeline"), document.getElementById("timeline-empty"));
 const progress = new Progress();
 const stop = new StopControl(runId);
@@ -52,7 +58,7 @@ let lastDrawn = streamAfter;
 function applyEvent(event) {
   const metrics = Object.entries(event.metrics || {});
   if (metrics.length) {
-    for (const [key, value] of metrics) board.push(key, event.x, value, event.x_axis);
+    for (const [key, value] of metrics) boardOf(key).push(key, event.x, value, event.x_axis);
   }
   if (event.kind === "train_begin") progress.trainBegan(event.time, event.data);
   else if (event.kind === "epoch_end") progress.epochEnded(event.epoch, event.time);
@@ -71,7 +77,7 @@ function announceDrawn(upTo, scope) {
   requestAnimationFrame(() =>
     setTimeout(() => {
       if (scope === "visible") body.dataset.lastDrawnEvent = String(upTo);
-      body.dataset.points = String(board.pointCount());
+      body.dataset.points = String(pointCount());
       const detail = { lastEventId: upTo, scope, at: performance.now() };
       document.dispatchEvent(new CustomEvent("callboard:drawn", { detail }));
     }),
@@ -85,13 +91,15 @@ function applyEvents(events) {
     progress.update();
     const upTo = lastDrawn;
     let first = true;
-    const { visible, done } = board.flush(() => {
-      if (first) announceDrawn(upTo, "first");
-      first = false;
-    });
-    await visible;
+    const flushes = boards.map((each) =>
+      each.flush(() => {
+        if (first) announceDrawn(upTo, "first");
+        first = false;
+      }),
+    );
+    await Promise.all(flushes.map((flush) => flush.visible));
     announceDrawn(upTo, "visible");
-    done.then(() => announceDrawn(upTo, "all"));
+    Promise.all(flushes.map((flush) => flush.done)).then(() => announceDrawn(upTo, "all"));
   });
   return applying;
 }
@@ -121,13 +129,16 @@ async function loadSeries() {
         series.set(key, answer);
         return answer;
       });
-  await board.load(run.metrics, load);
+  await Promise.all([
+    board.load(run.metrics.filter((key) => !isSystemMetric(key)), load),
+    systemBoard.load(run.metrics.filter(isSystemMetric), load),
+  ]);
   return series;
 }
 
 /** Seed the ETA from the loaded series: epoch end times, and the latest batch points. */
 function seedProgress(series) {
-  const epochs = series.get(run.metrics.find((k) => !k.startsWith("batch/")));
+  const epochs = series.get(run.metrics.find((k) => !k.startsWith("batch/") && !isSystemMetric(k)));
   if (epochs?.x_axis === "epoch") for (const point of epochs.points) progress.epochEnded(point.epoch, point.time);
   const batchKey = run.metrics.find((k) => k.startsWith("batch/"));
   for (const point of (series.get(batchKey)?.points ?? []).slice(-10)) {
@@ -163,7 +174,7 @@ async function start() {
     setTimeout(() => {
       performance.mark("callboard:charts-ready");
       body.dataset.chartsReady = "true";
-      body.dataset.points = String(board.pointCount());
+      body.dataset.points = String(pointCount());
     }),
   );
   seedProgress(series);
@@ -172,7 +183,8 @@ async function start() {
   await applyEvents(early.splice(0));
 }
 
-board.setOptions(bindChartControls((change) => board.setOptions(change)));
+const setOptions = (change) => Promise.all(boards.map((each) => each.setOptions(change)));
+setOptions(bindChartControls(setOptions));
 // The page's one timer: "started/updated N ago" and the ETA count on between updates.
 setInterval(() => {
   refreshAgo();
