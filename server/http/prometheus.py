@@ -86,7 +86,7 @@ class LiveCollector:
         yield _gauge(
             "callboard_group_commit_queue",
             "Writes waiting for the group-commit writer.",
-            queued_writes(writer) if writer is not None else 0,
+            writer.queued() if writer is not None else 0,
         )
 
 
@@ -94,11 +94,6 @@ def _gauge(name, documentation, value):
     family = GaugeMetricFamily(name, documentation)
     family.add_metric((), value)
     return family
-
-
-def queued_writes(writer):
-    """Work queued on `writer` (a `GroupCommit`): for its thread, and for the event loop."""
-    return writer._queue.qsize() + len(writer._pending)
 
 
 def route_templates(app):

@@ -121,6 +121,10 @@ class GroupCommit:
         self._thread = threading.Thread(target=self._serve, name="callboard-writer", daemon=True)
         self._thread.start()
 
+    def queued(self):
+        """Work waiting to be stored: on the writer thread's queue, and for the event loop."""
+        return self._queue.qsize() + len(self._pending)
+
     def stop_inline(self):
         """Store no more work on the event loop; call it on the loop, before `stop`."""
         self.inline_size = 0
