@@ -6,6 +6,8 @@ import httpx
 from playwright.sync_api import expect
 
 from .test_dashboard import assert_clean, create_run
+from .test_dashboard_security import admin_client, running_run, sign_in
+from .test_dashboard_security import secured as secured  # the module's own server  # noqa: F401
 from .test_training import unique
 
 WAIT_MS = 20_000
@@ -124,3 +126,34 @@ def test_delete_asks_first_then_the_run_and_its_data_go(live_server, page):
     page.wait_for_selector("body[data-page=runs]")
     assert httpx.get(f"{root}/api/v1/runs/{run_id}").status_code == 404
     assert httpx.get(f"{root}/api/v1/runs/{run_id}/events").status_code == 404
+
+
+def test_a_control_session_edits_with_its_csrf_token_a_read_session_cannot(secured, page):  # noqa: F811
+    server, tokens = secured
+    run_id = running_run(server, tokens, unique("signed-in"))
+    sign_in(page, server.root, tokens["control"], f"/runs/{run_id}")
+    page.wait_for_selector("#manage-panel[data-ready=true]")
+    open_manage(page)
+    page.fill("#manage-name", "renamed by control")
+    with page.expect_response(lambda r: r.url.endswith(f"/api/v1/runs/{run_id}")) as answer:
+        page.click("#manage-rename")
+    assert answer.value.status == 200 and answer.value.request.header_value("x-csrf-token")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#manage-delete")
+    expect(page.locator("#manage-message")).to_have_text(
+        "Deleting a run needs an admin token.", timeout=WAIT_MS
+    )
+    with admin_client(server, tokens) as client:
+        run = client.get(f"/api/v1/runs/{run_id}")
+        assert run.json()["name"] == "renamed by control"
+        assert client.patch(f"/api/v1/runs/{run_id}", json={"note": "*kept*"}).status_code == 200
+    reader = page.context.browser.new_context()
+    read_page = reader.new_page()
+    try:
+        sign_in(read_page, server.root, tokens["read"], f"/runs/{run_id}")
+        read_page.wait_for_selector("#manage-panel[data-ready=true]")
+        expect(read_page.locator("#manage-note-view em")).to_have_text("kept")
+        expect(read_page.locator("#manage-needs-control")).to_be_visible()
+        assert read_page.locator("#manage-edit, #manage-delete, #manage-archive").count() == 0
+    finally:
+        reader.close()
