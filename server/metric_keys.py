@@ -16,5 +16,5 @@ def main_metric(keys):
     for key in PREFERRED:
         if key in keys:
             return key
-    epoch_keys = [k for k in keys if not k.startswith("batch/") and k not in NOT_MAIN]
+    epoch_keys = [k for k in keys if not k.startswith(("batch/", "system/")) and k not in NOT_MAIN]
     return (epoch_keys or keys or [None])[0]

@@ -71,7 +71,8 @@ def store_events(connection, run_id, events, visible=None):
         if fresh:
             _insert_events(cursor, dialect, run_id, fresh, now)
             _apply_to_run(run, fresh, now)
-            run["last_event_at"] = now
+            if not all(map(system_sample, fresh)):  # a live sampler is no sign of training
+                run["last_event_at"] = now
             if run["status"] == "lost":
                 run["status"] = "running"
         run["updated_at"] = now
@@ -212,6 +213,18 @@ def _finite_names(metrics):
     return {key: encode_number(value) for key, value in metrics.items()}
 
 
+def system_sample(event):
+    """True for the client's machine samples (`system/...` metrics only): they say the process
+    lives, not that training moves, so they set neither the run's last step nor its last event.
+    """
+    metrics = event.metrics
+    return (
+        event.kind == "metrics"
+        and bool(metrics)
+        and all(key.startswith("system/") for key in metrics)
+    )
+
+
 def point_step(event):
     """Epoch metrics are indexed by epoch; everything else by step (else epoch, else seq)."""
     if event.kind == "epoch_end" and event.epoch is not None:
@@ -245,7 +258,7 @@ def _apply_to_run(run, events, now):
                 for key, value in metrics.items():
                     if steps.get(key, step) <= step:
                         steps[key], values[key] = step, value
-        if event.step is not None:
+        if event.step is not None and not system_sample(event):
             last_step = max(last_step or 0, event.step)
         kind = event.kind
         if kind == "epoch_end" and event.epoch is not None:

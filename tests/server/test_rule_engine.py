@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from callboard.server.metric_keys import main_metric
+
 from .helpers import create_run, epoch_event, post_events
 
 
@@ -201,3 +203,23 @@ def test_a_restarted_server_goes_on_where_the_episode_stood(settings):
         ("sentinel", 10_000, 1),
         ("nan", 4, 2),
     ]
+
+
+def test_silent_fires_while_only_machine_samples_arrive(api):
+    """A hung training whose system-metrics thread goes on is silent all the same."""
+    add_rule(api, {"kind": "silent", "seconds": 1})
+    run = create_run(api)
+    post_events(api, run, {"seq": 1, "kind": "batch_end", "step": 7, "metrics": {"loss": 1.0}})
+    fired, seq, deadline = [], 2, time.monotonic() + 10
+    while not fired:
+        assert time.monotonic() < deadline, "silent never fired while samples arrived"
+        sample = {"seq": seq, "kind": "metrics", "step": seq, "metrics": {"system/cpu_percent": 5}}
+        post_events(api, run, sample)
+        seq += 1
+        fired = api.get("/api/v1/alerts", params={"wait": 0.3}).json()["alerts"]
+    detail = api.get(f"/api/v1/runs/{run}").json()
+    assert detail["last_step"] == 7  # the samples' steps are theirs, not training's
+
+
+def test_a_machine_sample_is_never_what_a_run_is_judged_by():
+    assert main_metric(["system/cpu_percent", "zeta"]) == "zeta"
