@@ -43,6 +43,8 @@ def run_answer(run_id, spec, status="running"):
         updated_at=now,
         ended_at=None,
         stop="none",
+        note=None,
+        archived=False,
         config=spec.get("config") or {},
         versions=spec.get("versions") or {},
         params={},
@@ -51,6 +53,7 @@ def run_answer(run_id, spec, status="running"):
         last_step=None,
         error=None,
         control=control_answer(run_id, False),
+        note_html=None,
     ).model_dump(mode="json")
 
 
