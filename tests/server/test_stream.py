@@ -79,3 +79,18 @@ def test_runs_stream_announces_new_runs(server_factory):
 
 def test_stream_of_missing_run_is_404(api):
     assert api.get("/api/v1/runs/4242/stream").status_code == 404
+
+
+def test_a_run_stream_ends_cleanly_when_its_run_is_deleted(server_factory):
+    server = server_factory()
+    with httpx.Client(base_url=server.root, timeout=10) as client:
+        run_id = create_run(client, "doomed")
+        post_events(client, run_id, epoch_event(1, 0, loss=1.0))
+        with client.stream("GET", f"/api/v1/runs/{run_id}/stream") as response:
+            lines = response.iter_lines()
+            assert next(line for line in lines if line.startswith("event: run"))
+            assert client.delete(f"/api/v1/runs/{run_id}").status_code == 200
+            # The stream ends (its run is gone): no broken response, no error on the server.
+            rest = list(lines)
+        assert not any(line.startswith(("event:", "id:")) for line in rest), rest
+        assert client.get(f"/api/v1/runs/{run_id}/stream").status_code == 404

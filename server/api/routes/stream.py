@@ -149,8 +149,11 @@ def _check_run_visible(database, run_id, principal):
 
 
 def _read_run_changes(database, run_id, after_id):
+    """The run's summary and its events after `after_id`; `(None, [])` once it was deleted."""
     with database.reader() as session:
         run = session.get(Run, run_id)
+        if run is None:
+            return None, []
         events = session.scalars(
             select(Event)
             .where(Event.run_id == run_id, Event.id > after_id)
@@ -172,8 +175,10 @@ class RunMessages:
         self.last_run = None
 
     def __call__(self):
-        """`(the next batch as SSE text, events in it)`."""
+        """`(the next batch as SSE text, events in it)`; `(None, 0)` once the run is deleted."""
         run, events = _read_run_changes(self.database, self.run_id, self.cursor)
+        if run is None:
+            return None, 0
         text = "".join(sse_message(event, message_id=event["id"]) for event in events)
         if events:
             self.cursor = events[-1]["id"]
@@ -186,6 +191,7 @@ class RunMessages:
 async def live_messages(request, hub, channel, next_batch, keepalive_seconds):
     """A stream's text: `next_batch()` (on a worker thread) until it reads less than `BATCH`,
     then a wait for a change on `channel` (a keepalive comment every `keepalive_seconds`).
+    Ends when `next_batch()` answers no text at all (None: what it streams is gone).
 
     Ends once the caller's credential no longer admits them: checked while waiting
     and after each full batch of a long backlog.
@@ -194,6 +200,8 @@ async def live_messages(request, hub, channel, next_batch, keepalive_seconds):
         yield "retry: 1000\n\n"
         while True:
             text, count = await run_in_threadpool(next_batch)
+            if text is None:
+                return
             if text:
                 yield text
             if count == BATCH:
