@@ -7,6 +7,7 @@ export class ApiError extends Error {
   constructor(status, detail) {
     super(typeof detail === "string" ? detail : JSON.stringify(detail));
     this.status = status;
+    this.detail = detail; // a 422's field errors stay a list
   }
 }
 
@@ -50,6 +51,15 @@ function writeHeaders() {
 export async function postJSON(path, body) {
   const response = await fetch(apiUrl(path), {
     method: "POST",
+    headers: writeHeaders(),
+    body: JSON.stringify(body ?? {}),
+  });
+  return answer(response);
+}
+
+export async function patchJSON(path, body) {
+  const response = await fetch(apiUrl(path), {
+    method: "PATCH",
     headers: writeHeaders(),
     body: JSON.stringify(body ?? {}),
   });

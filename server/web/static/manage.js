@@ -1,7 +1,7 @@
 // The run page's Manage block: rename, tags, the note (Markdown the server renders safely),
 // archive / restore, delete. Every change, made here or anywhere else, shows live.
 
-import { ApiError, apiUrl, deleteJSON, getJSON, pageUrl } from "./api.js";
+import { ApiError, apiUrl, deleteJSON, getJSON, pageUrl, patchJSON } from "./api.js";
 import { element } from "./format.js";
 import { subscribe } from "./live.js";
 
@@ -28,20 +28,10 @@ function why(error) {
   return error.message;
 }
 
-/** PATCH the run with `changes` (the CSRF header as api.js sends it on writes). */
-async function patchRun(changes) {
-  const headers = { "Content-Type": "application/json", Accept: "application/json" };
-  if (document.body.dataset.csrf) headers["X-CSRF-Token"] = document.body.dataset.csrf;
-  const response = await fetch(apiUrl(`/runs/${runId}`), { method: "PATCH", headers, body: JSON.stringify(changes) });
-  const answer = await response.json().catch(() => ({ detail: response.statusText }));
-  if (!response.ok) throw Object.assign(new ApiError(response.status, answer.detail), { detail: answer.detail });
-  return answer;
-}
-
 async function change(changes, done) {
   message.textContent = "Saving…";
   try {
-    show(await patchRun(changes));
+    show(await patchJSON(`/runs/${runId}`, changes));
     message.textContent = done;
   } catch (error) {
     message.textContent = `Could not save: ${why(error)}`;
@@ -113,7 +103,7 @@ deleteButton?.addEventListener("click", async () => {
     await deleteJSON(`/runs/${runId}`);
     window.location.assign(pageUrl("/"));
   } catch (error) {
-    message.textContent = error.status === 403 ? "Deleting a run needs an admin token." : `Could not delete: ${why(error)}`;
+    message.textContent = `Could not delete: ${why(error)}`;
   }
 });
 

@@ -21,9 +21,16 @@ const LABELS = {
   command_refused: "command refused",
   command_cancelled: "command cancelled",
   rule_fired: "rule fired",
+  renamed: "renamed",
+  tagged: "tags",
+  noted: "note",
+  archived: "archived",
+  unarchived: "restored to the list",
 };
 
 const COMMAND = (d) => `${(d.kind ?? "?").replaceAll("_", " ")}${d.value !== null && d.value !== undefined ? ` ${formatValue(d.value)}` : ""}`;
+
+const BY = (d) => (d.by ? ` by ${d.by}` : "");
 
 const DESCRIBE = {
   train_begin: (d) => `${d.epochs ?? "?"} epochs × ${d.steps ?? "?"} steps`,
@@ -44,6 +51,12 @@ const DESCRIBE = {
   command_applied: (d) => `${COMMAND(d)}${d.step !== null && d.step !== undefined ? ` at step ${d.step}` : ""}${d.detail ? `: ${d.detail}` : ""}`,
   command_refused: (d) => `${COMMAND(d)}: ${d.detail ?? "no reason given"}`,
   command_cancelled: (d) => COMMAND(d),
+  renamed: (d) => `${d.from ?? "?"} → ${d.to ?? "?"}${BY(d)}`,
+  tagged: (d) =>
+    `${(d.added ?? []).map((t) => `+${t}`).concat((d.removed ?? []).map((t) => `−${t}`)).join(" ")}${BY(d)}`,
+  noted: (d) => `${d.chars ? `${d.chars} characters` : "note removed"}${BY(d)}`,
+  archived: (d) => `hidden from the runs list${BY(d)}`,
+  unarchived: (d) => `shown in the runs list again${BY(d)}`,
   rule_fired: (d) => `${d.rule_name ?? "a rule"}: ${d.message ?? ""}${d.done?.length ? ` → ${d.done.join(", ")}` : ""}`,
 };
 
