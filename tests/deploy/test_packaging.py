@@ -1,8 +1,9 @@
 """What `pip install .` ships: every package of the source tree (a non-editable install, as the
 container image makes, would otherwise lack a folder that an editable install still finds)."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 
