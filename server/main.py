@@ -15,6 +15,7 @@ from callboard.server.api.deps import run_not_found
 from callboard.server.api.fast_path import direct_route
 from callboard.server.api.ingest_lane import IngestLane
 from callboard.server.api.routes import (
+    aggregate,
     commands,
     control,
     events,
@@ -162,6 +163,7 @@ def create_app(settings=None):
         health,
         sparklines,
         extremes,
+        aggregate,
     )
     for module in routers:
         app.include_router(module.router, prefix="/api/v1")
