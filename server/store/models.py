@@ -140,7 +140,10 @@ ROLLUP_WIDTHS = (16, 256, 4096, 65536, 1048576)
 
 
 class MetricRollup(Base):
-    """Min and max of a metric's finite values over steps `[bucket * width, (bucket + 1) * width)`.
+    """Min and max of a metric's values over steps `[bucket * width, (bucket + 1) * width)`.
+
+    NaN points are left out (`points` counts the others); `finite_sum` and
+    `finite_points` are the sum and count of the finite ones (what group means need).
 
     Kept at ingest for a few widths, so a chart of a million-point series reads
     a few thousand rollups instead of every point (see `series.read_series`).
@@ -162,6 +165,9 @@ class MetricRollup(Base):
     max_epoch: Mapped[int | None] = mapped_column(Integer)
     max_time: Mapped[float] = mapped_column(Double)
     points: Mapped[int] = mapped_column(BigInteger)
+    # Nullable only because migration 0008 added them; every row has them since.
+    finite_sum: Mapped[float | None] = mapped_column(Double)
+    finite_points: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Command(Base):

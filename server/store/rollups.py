@@ -1,8 +1,10 @@
-"""Metric rollups: min and max of each metric per bucket of steps, at a few widths.
+"""Metric rollups: min, max and finite sum of each metric per bucket of steps, at a few widths.
 
 Kept up to date at ingest, so a chart of a million-point series reads a few
 thousand rollups instead of every point (see `series.read_series`).
 """
+
+import math
 
 from sqlalchemy import func
 
@@ -31,6 +33,8 @@ def _merged_into_stored(insert, dialect_name):
             old.max_epoch: latest_epoch,
             old.max_time: greatest(old.max_time, new.max_time),
             old.points: old.points + new.points,
+            old.finite_sum: old.finite_sum + new.finite_sum,
+            old.finite_points: old.finite_points + new.finite_points,
         },
     )
 
@@ -43,9 +47,11 @@ def rollup_rows(run_id, points):
     """Rollup rows (in `ROLLUP_COLUMNS` order) summing up `points` at every width.
 
     `points` are metric_points rows `(run_id, key, step, epoch, value, time)`;
-    NaN points (value None) are not rolled up. Each width is built from the
-    finer one, so the cost is about one pass over the points.
+    NaN points (value None) are not rolled up; infinite ones are, but for the
+    finite sum and count. Each width is built from the finer one, so the cost
+    is about one pass over the points.
     """
+    isfinite = math.isfinite
     level = {}
     first_width = ROLLUP_WIDTHS[0]
     for _run, key, step, epoch, value, when in points:  # `_merge` inlined: the hot loop
@@ -53,8 +59,10 @@ def rollup_rows(run_id, points):
             continue
         slot = (key, step // first_width)
         found = level.get(slot)
+        finite = isfinite(value)
         if found is None:
-            level[slot] = [step, step, value, value, epoch, when, 1]
+            total = value if finite else 0.0
+            level[slot] = [step, step, value, value, epoch, when, 1, total, int(finite)]
             continue
         if step < found[0]:
             found[0] = step
@@ -69,6 +77,9 @@ def rollup_rows(run_id, points):
         if when > found[5]:
             found[5] = when
         found[6] += 1
+        if finite:
+            found[7] += value
+            found[8] += 1
     rows = []
     widths = list(ROLLUP_WIDTHS)
     for index, width in enumerate(widths):
@@ -91,8 +102,9 @@ def rollup_rows(run_id, points):
 
 
 def _merge(into, other):
-    """Fold rollup summary `other` into `into`: [first, last, min, max, epoch, time, points]."""
-    first, last, lowest, highest, epoch, when, points = other
+    """Fold rollup summary `other` into `into`:
+    [first, last, min, max, epoch, time, points, finite sum, finite points]."""
+    first, last, lowest, highest, epoch, when, points, finite_sum, finite_points = other
     if first < into[0]:
         into[0] = first
     if last > into[1]:
@@ -106,3 +118,5 @@ def _merge(into, other):
     if when > into[5]:
         into[5] = when
     into[6] += points
+    into[7] += finite_sum
+    into[8] += finite_points
