@@ -2,7 +2,8 @@
 // drawn as each family's series arrive, then fed with live points. Live points reach the
 // charts on screen first; charts scrolled out of view catch up just after.
 
-import { MetricChart, PALETTE, compareFamilies, familyOf, familyTitle, isValidation } from "./charts.js";
+import { MetricChart, PALETTE } from "./charts.js";
+import { compareFamilies, familyOf, familyTitle, isValidation } from "./families.js";
 
 /** The training machine's metrics (CPU, memory, GPUs): the run page draws them apart. */
 export const isSystemMetric = (key) => key.startsWith("system/");
@@ -26,7 +27,9 @@ function seriesOrder(a, b) {
 
 export class MetricBoard {
   /** `titleOf(family)`: a chart's title (`familyTitle` unless given). */
-  constructor(container, emptyNote, { titleOf = familyTitle } = {}) {
+  /** `origin`: the run's start (unix seconds), where relative time counts from. */
+  constructor(container, emptyNote, { titleOf = familyTitle, origin = null } = {}) {
+    this.origin = origin;
     this.container = container;
     this.emptyNote = emptyNote;
     this.titleOf = titleOf;
@@ -34,7 +37,7 @@ export class MetricBoard {
     this.loadedUpTo = new Map(); // key → last step of the initial load
     this.fresh = new Set(); // charts created live, drawn at the next flush
     this.offscreen = new Set(); // charts out of view
-    this.options = { log: false, smoothing: 0 };
+    this.options = { log: false, smoothing: 0, xMode: "step" };
     this.visibility = new IntersectionObserver((entries) => {
       for (const entry of entries) {
         const chart = entry.target.chart;
@@ -53,6 +56,7 @@ export class MetricBoard {
     chart = new MetricChart(this.container, {
       title: this.titleOf(family),
       xTitle,
+      xMode: this.options.xMode,
       before: next ? this.charts.get(next).div : null,
     });
     chart.smoothing = this.options.smoothing;
@@ -67,7 +71,8 @@ export class MetricBoard {
   #addSeries(chart, key, points) {
     const index = chart.series.length;
     const color = isValidation(key) && index > 0 ? PALETTE[1] : PALETTE[index % PALETTE.length];
-    chart.addSeries(key, { name: key, color, dash: isValidation(key) ? "dot" : "solid", points });
+    const dash = isValidation(key) ? "dot" : "solid";
+    chart.addSeries(key, { name: key, color, dash, points, origin: this.origin });
     this.loadedUpTo.set(key, points.length ? points[points.length - 1].step : -Infinity);
   }
 
@@ -104,20 +109,20 @@ export class MetricBoard {
   }
 
   /**
-   * Queue a live point at the server's `step` (what it counts: `axis`); points the initial
-   * load already holds are skipped.
+   * Queue a live point `{step, epoch, time, value}` at the server's `step` (what it counts:
+   * `axis`); points the initial load already holds are skipped.
    */
-  push(key, step, value, axis) {
-    if (step <= (this.loadedUpTo.get(key) ?? -Infinity)) return;
+  push(key, point, axis) {
+    if (point.step <= (this.loadedUpTo.get(key) ?? -Infinity)) return;
     const family = familyOf(key);
     const chart = this.#chart(family, xTitleFor(family, [axis]));
     if (!chart.has(key)) {
-      this.#addSeries(chart, key, [{ step, value }]);
+      this.#addSeries(chart, key, [point]);
       this.loadedUpTo.set(key, -Infinity);
       if (!chart.drawn) this.fresh.add(chart);
       return;
     }
-    chart.push(key, step, value);
+    chart.push(key, point);
   }
 
   /**
@@ -145,13 +150,15 @@ export class MetricBoard {
     return { visible, done };
   }
 
-  async setOptions({ log, smoothing }) {
+  async setOptions({ log, smoothing, xMode }) {
     if (log !== undefined) this.options.log = log;
     if (smoothing !== undefined) this.options.smoothing = smoothing;
+    if (xMode !== undefined) this.options.xMode = xMode;
     const work = [];
     for (const chart of this.charts.values()) {
       if (log !== undefined) work.push(chart.setLog(log));
       if (smoothing !== undefined) work.push(chart.setSmoothing(smoothing));
+      if (xMode !== undefined) work.push(chart.setXMode(xMode));
     }
     await Promise.all(work);
   }

@@ -14,6 +14,14 @@ const MARKERS_UP_TO = 60;
 // Wider spans get plotly's own ticks, which are whole numbers there.
 const STEP_TICKS_BELOW = 10;
 
+/** A point's x in `mode`: wall time in ms (a plotly date), relative time in seconds from `origin`. */
+export function xOf(point, mode, origin = 0) {
+  if (mode === "epoch") return point.epoch ?? null;
+  if (mode === "wall") return point.time === null || point.time === undefined ? null : point.time * 1000;
+  if (mode === "relative") return point.time === null || point.time === undefined ? null : point.time - origin;
+  return point.step;
+}
+
 /** Resolves with Plotly once plotly.min.js (an async script, parsed while data loads) ran. */
 export const plotlyReady = new Promise((resolve, reject) => {
   if (window.Plotly) {
@@ -24,39 +32,6 @@ export const plotlyReady = new Promise((resolve, reject) => {
   tag.addEventListener("load", () => resolve(window.Plotly));
   tag.addEventListener("error", () => reject(new Error("plotly.js did not load")));
 });
-
-/** "val_loss" → "loss", "batch/val_acc" → "batch/acc", "lr" → "learning_rate". */
-export function familyOf(key) {
-  let prefix = "";
-  let name = key;
-  if (name.startsWith("batch/")) {
-    prefix = "batch/";
-    name = name.slice(6);
-  }
-  if (name.startsWith("val_")) name = name.slice(4);
-  if (name === "lr") name = "learning_rate";
-  return prefix + name;
-}
-
-export function isValidation(key) {
-  return key.replace(/^batch\//, "").startsWith("val_");
-}
-
-export function familyTitle(family) {
-  const batch = family.startsWith("batch/");
-  const name = (batch ? family.slice(6) : family).replaceAll("_", " ");
-  return batch ? `${name} (per batch)` : name;
-}
-
-function familyRank(family) {
-  const name = family.replace(/^batch\//, "");
-  const rank = name === "loss" ? 0 : name === "learning_rate" ? 2 : 1;
-  return (family.startsWith("batch/") ? 10 : 0) + rank;
-}
-
-export function compareFamilies(a, b) {
-  return familyRank(a) - familyRank(b) || a.localeCompare(b);
-}
 
 /** User text for Plotly, which renders a subset of HTML in names and titles: escape it. */
 export function plotlyText(text) {
@@ -137,9 +112,33 @@ export function themeUpdate() {
   };
 }
 
-const charts = new Set();
+/** Plotly's options for every chart of the dashboard. */
+export const PLOT_CONFIG = {
+  responsive: true,
+  displaylogo: false,
+  modeBarButtonsToRemove: ["select2d", "lasso2d"],
+};
+
+/** The layout every line chart shares: title, axes, legend above, the page's theme. */
+export function baseLayout({ title, xTitle, xType = "linear", log = false }) {
+  const layout = {
+    title: { text: plotlyText(title), x: 0.01, xanchor: "left", font: { size: 14 } },
+    margin: { l: 64, r: 40, t: 34, b: 40 },
+    xaxis: { type: xType, title: { text: plotlyText(xTitle), standoff: 4 }, zeroline: false, tick0: 0, dtick: 1 },
+    yaxis: { type: log ? "log" : "linear", zeroline: false, exponentformat: "e" },
+    hovermode: "x unified",
+    showlegend: true,
+    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.0, yanchor: "bottom" },
+    // Plotly's toolbar stands upright in the right margin, clear of the legend above the plot.
+    modebar: { orientation: "v" },
+    uirevision: "keep",
+  };
+  return mergeDotted(layout, themeUpdate());
+}
+
+export const themedCharts = new Set(); // every chart that follows the light/dark preference
 window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
-  for (const chart of charts) chart.applyTheme();
+  for (const chart of themedCharts) chart.applyTheme();
 });
 
 /**
@@ -147,9 +146,10 @@ window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () 
  * main trace (smoothed when smoothing > 0) and a faint raw trace shown while smoothing.
  */
 export class MetricChart {
-  constructor(container, { title, xTitle, before = null }) {
+  constructor(container, { title, xTitle, before = null, xMode = "step" }) {
     this.title = title;
-    this.xTitle = xTitle;
+    this.xTitle = xTitle; // what the server's steps count: "epoch", "step", "batch", "sample"
+    this.xMode = xMode;
     this.div = element("div", { className: "chart" });
     this.div.setAttribute("role", "img");
     this.div.setAttribute("aria-label", `Chart of ${title}`);
@@ -162,20 +162,25 @@ export class MetricChart {
     this.pending = new Map();
     this.yMin = Infinity; // extremes of every finite value drawn, for flatSpan
     this.yMax = -Infinity;
-    charts.add(this);
+    themedCharts.add(this);
   }
 
-  /** Add a series; `points` are API points `{step, value}`. */
-  addSeries(key, { name, color, dash = "solid", points = [] }) {
+  /**
+   * Add a series; `points` are API points `{step, epoch, time, value}`; `origin` (unix
+   * seconds, e.g. the run's start) is where its relative time counts from.
+   */
+  addSeries(key, { name, color, dash = "solid", points = [], origin = null }) {
     const series = {
       key,
       name,
       color,
       dash,
-      x: points.map((p) => p.step),
+      origin: origin ?? points[0]?.time ?? 0,
+      points: points.map(({ step, epoch, time }) => ({ step, epoch, time })),
       y: points.map((p) => plotValue(p.value)),
       ema: null,
     };
+    series.x = series.points.map((p) => xOf(p, this.xMode, series.origin));
     series.smoothed = this.#smooth(series);
     for (const value of series.y) this.#widen(value);
     this.series.push(series);
@@ -192,11 +197,6 @@ export class MetricChart {
     return this.byKey.has(key);
   }
 
-  lastStep(key) {
-    const series = this.byKey.get(key);
-    return series && series.x.length ? series.x[series.x.length - 1] : -Infinity;
-  }
-
   pointCount() {
     return this.series.reduce((sum, s) => sum + s.x.length, 0);
   }
@@ -207,11 +207,23 @@ export class MetricChart {
     if (value > this.yMax) this.yMax = value;
   }
 
-  /** First and last step drawn (steps only grow within a series). */
+  /** First and last x drawn (x only grows within a series). */
   #steps() {
     const drawn = this.series.filter((s) => s.x.length);
     if (!drawn.length) return [0, 0];
     return [Math.min(...drawn.map((s) => s.x[0])), Math.max(...drawn.map((s) => s.x[s.x.length - 1]))];
+  }
+
+  /** Steps and epochs are whole numbers; times are not. */
+  #countsWhole() {
+    return this.xMode === "step" || this.xMode === "epoch";
+  }
+
+  #xTitle() {
+    if (this.xMode === "epoch") return "epoch";
+    if (this.xMode === "wall") return "time";
+    if (this.xMode === "relative") return "time since start (s)";
+    return this.xTitle;
   }
 
   /**
@@ -225,7 +237,7 @@ export class MetricChart {
     const [first, last] = zoomed ? this.div.layout.xaxis.range : this.#steps();
     const span = flatSpan(this.yMin, this.yMax);
     return {
-      "xaxis.tickmode": last - first < STEP_TICKS_BELOW ? "linear" : "auto",
+      "xaxis.tickmode": this.#countsWhole() && last - first < STEP_TICKS_BELOW ? "linear" : "auto",
       "yaxis.autorangeoptions.include": span,
       "yaxis.autorangeoptions.clipmin": span && span[0],
       "yaxis.autorangeoptions.clipmax": span && span[1],
@@ -277,47 +289,29 @@ export class MetricChart {
   }
 
   #layout() {
-    const layout = {
-      title: { text: plotlyText(this.title), x: 0.01, xanchor: "left", font: { size: 14 } },
-      margin: { l: 64, r: 40, t: 34, b: 40 },
-      xaxis: {
-        title: { text: plotlyText(this.xTitle), standoff: 4 },
-        zeroline: false,
-        tick0: 0,
-        dtick: 1,
-      },
-      yaxis: { type: this.log ? "log" : "linear", zeroline: false, exponentformat: "e" },
-      hovermode: "x unified",
-      showlegend: true,
-      legend: { orientation: "h", x: 1, xanchor: "right", y: 1.0, yanchor: "bottom" },
-      // Plotly's toolbar stands upright in the right margin, clear of the legend above the plot.
-      modebar: { orientation: "v" },
-      uirevision: "keep",
-    };
+    const layout = baseLayout({ title: this.title, xTitle: this.#xTitle(), xType: this.xMode === "wall" ? "date" : "linear", log: this.log });
     const fit = Object.entries(this.#axisFit()).filter(([, value]) => value !== null);
-    return mergeDotted(mergeDotted(layout, Object.fromEntries(fit)), themeUpdate());
+    return mergeDotted(layout, Object.fromEntries(fit));
   }
 
   async draw() {
     await plotlyReady;
     this.pending.clear(); // the traces below hold every point so far
     const traces = this.series.flatMap((series) => this.#traces(series));
-    await Plotly.newPlot(this.div, traces, this.#layout(), {
-      responsive: true,
-      displaylogo: false,
-      modeBarButtonsToRemove: ["select2d", "lasso2d"],
-    });
+    await Plotly.newPlot(this.div, traces, this.#layout(), PLOT_CONFIG);
     this.drawn = true;
     this.div.removeAllListeners("plotly_relayout");
     this.div.on("plotly_relayout", () => this.#fitAxes());
   }
 
-  /** Queue a live point; `flush()` draws every queued point in one extendTraces. */
-  push(key, step, value) {
+  /** Queue a live point `{step, epoch, time, value}`; `flush()` draws the queue in one extendTraces. */
+  push(key, { step, epoch, time, value }) {
     const series = this.byKey.get(key);
     const y = plotValue(value);
+    const x = xOf({ step, epoch, time }, this.xMode, series.origin);
     this.#widen(y);
-    series.x.push(step);
+    series.points.push({ step, epoch, time });
+    series.x.push(x);
     series.y.push(y);
     const smoothed = this.smoothing > 0 ? series.ema.next(y) : y;
     series.smoothed.push(smoothed);
@@ -327,7 +321,7 @@ export class MetricChart {
       entry = { x: [], y: [], smoothed: [] };
       this.pending.set(index, entry);
     }
-    entry.x.push(step);
+    entry.x.push(x);
     entry.y.push(y);
     entry.smoothed.push(smoothed);
   }
@@ -362,6 +356,24 @@ export class MetricChart {
     await Plotly.restyle(this.div, { visible: weight > 0 }, raws);
   }
 
+  /** Count x as `mode` ("step", "epoch", "wall", "relative"): every trace's x is recomputed from its points. */
+  async setXMode(mode) {
+    this.xMode = mode;
+    for (const series of this.series) series.x = series.points.map((p) => xOf(p, mode, series.origin));
+    if (!this.drawn) return;
+    await this.flushing; // queued live points are already in series.x
+    this.pending.clear();
+    const x = this.series.flatMap((s) => [s.x.slice(), s.x.slice()]);
+    const y = this.series.flatMap((s) => [s.smoothed.slice(), s.y.slice()]);
+    await Plotly.restyle(this.div, { x, y });
+    await Plotly.relayout(this.div, {
+      "xaxis.type": mode === "wall" ? "date" : "linear",
+      "xaxis.title.text": plotlyText(this.#xTitle()),
+      "xaxis.autorange": true,
+      ...this.#axisFit(),
+    });
+  }
+
   async setLog(on) {
     this.log = on;
     if (this.drawn) await Plotly.relayout(this.div, { "yaxis.type": on ? "log" : "linear" });
@@ -372,23 +384,10 @@ export class MetricChart {
   }
 
   remove() {
-    charts.delete(this);
+    themedCharts.delete(this);
     if (this.drawn) Plotly.purge(this.div);
     this.div.remove();
   }
-}
-
-/** Wire the shared log-scale checkbox and smoothing slider to `apply(options)`. */
-export function bindChartControls(apply) {
-  const log = document.getElementById("log-scale");
-  const smoothing = document.getElementById("smoothing");
-  const output = document.getElementById("smoothing-value");
-  log.addEventListener("change", () => apply({ log: log.checked }));
-  smoothing.addEventListener("input", () => {
-    output.value = Number(smoothing.value).toFixed(2);
-    apply({ smoothing: Number(smoothing.value) });
-  });
-  return { log: log.checked, smoothing: Number(smoothing.value) };
 }
 
 /**

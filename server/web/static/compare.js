@@ -1,113 +1,173 @@
-// The compare page: one metric of several runs overlaid, and their best values.
+// The compare page: one metric of several runs overlaid (or grouped: each group's mean and
+// band, computed by the server), hyperparameters against the metric in parallel coordinates
+// (dragging an axis filters the runs), and the best values. The whole view lives in the URL.
 
-import { getJSON, metricPath, toNumber } from "./api.js";
+import { getJSON, metricPath } from "./api.js";
+import { BandChart } from "./bands.js";
+import { showBest, runValue } from "./best_values.js";
 import { xTitleFor } from "./board.js";
-import { MetricChart, PALETTE, bindChartControls, pointsFor } from "./charts.js";
-import { element, formatValue } from "./format.js";
+import { CHART_VIEW, bindChartControls } from "./chart_controls.js";
+import { MetricChart, PALETTE, pointsFor } from "./charts.js";
+import { element } from "./format.js";
+import { ParallelView, flattenConfig } from "./parallel.js";
+import { readView, writeView } from "./viewstate.js";
 
+const COMPARE_VIEW = { metric: "", group: "", band: "std", value: "best", filter: "" };
 const body = document.body;
 const ids = body.dataset.ids.split(",").filter(Boolean).map(Number);
-const select = document.getElementById("metric-select");
 const chartBox = document.getElementById("compare-chart");
-const bestTable = document.getElementById("best-table");
-let options = { log: false, smoothing: 0 };
-let chart = null;
+const controls = {
+  metric: document.getElementById("metric-select"),
+  group: document.getElementById("group-select"),
+  band: document.getElementById("band-select"),
+  value: document.getElementById("value-select"),
+};
+const groupHint = document.getElementById("group-hint");
+const view = readView({ ...CHART_VIEW, ...COMPARE_VIEW });
+let options = { xMode: "step", log: false, smoothing: 0 };
 let runs = [];
+let extremes = {};
+let kept = ids; // the runs inside every parallel-coordinates range
+let chart = null;
+let drawing = 0; // the latest draw; an older one that finishes late draws nothing
 
-const LOWER_IS_BETTER = /loss|error|mae|mse|mape|msle|crossentropy|perplexity|hinge|divergence|kld|poisson/;
-const HIGHER_IS_BETTER = /acc|auc|precision|recall|f1|iou|dice|r2|map|psnr|ssim/;
-
-/** "min" for loss-like metrics, "max" for accuracy-like ones, else null (the last value counts). */
-export function direction(key) {
-  const name = key.replace(/^batch\//, "").replace(/^val_/, "").toLowerCase();
-  if (name === "learning_rate" || name === "lr") return null;
-  if (LOWER_IS_BETTER.test(name)) return "min";
-  if (HIGHER_IS_BETTER.test(name)) return "max";
-  return null;
+/** The filter from the URL: `{axis key: range}`, or none when it is not JSON. */
+function urlFilter() {
+  try {
+    const parsed = JSON.parse(view.filter || "{}");
+    return parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {};
+  } catch {
+    return {};
+  }
 }
 
-async function drawMetric(key) {
-  chartBox.setAttribute("aria-busy", "true");
-  delete body.dataset.chartsReady;
+const parallel = new ParallelView(document.getElementById("parallel-chart"), {
+  onFilter: (runIds, constraints) => {
+    const filter = Object.keys(constraints).length ? JSON.stringify(constraints) : "";
+    writeView({ filter }, COMPARE_VIEW);
+    view.filter = filter;
+    for (const row of document.querySelectorAll("#compared-runs tr[data-run-id]")) {
+      row.classList.toggle("filtered-out", !runIds.includes(Number(row.dataset.runId)));
+    }
+    body.dataset.shownRuns = runIds.join(",");
+    if (String(runIds) === String(kept)) return;
+    kept = runIds;
+    if (chart) draw();
+  },
+});
+
+async function drawOverlay(key, turn) {
+  const shown = runs.filter((run) => kept.includes(run.id));
   const maxPoints = pointsFor(chartBox.clientWidth);
   const answers = await Promise.all(
-    runs.map((run) => (run.metrics.includes(key) ? getJSON(metricPath(run.id, key), { max_points: maxPoints }) : null)),
+    shown.map((run) => (run.metrics.includes(key) ? getJSON(metricPath(run.id, key), { max_points: maxPoints }) : null)),
   );
-  const series = answers.map((answer) => answer?.points ?? []);
-  const axes = answers.filter(Boolean).map((answer) => answer.x_axis);
-  chart?.remove();
-  chart = new MetricChart(chartBox, { title: key, xTitle: xTitleFor(key, axes) });
-  chart.div.classList.add("chart-wide");
-  chart.smoothing = options.smoothing;
-  chart.log = options.log;
-  runs.forEach((run, i) => {
-    chart.addSeries(String(run.id), { name: `${run.name} #${run.id}`, color: PALETTE[i % PALETTE.length], points: series[i] });
+  if (turn !== drawing) return null;
+  const overlay = new MetricChart(chartBox, { title: key, xTitle: xTitleFor(key, answers.filter(Boolean).map((a) => a.x_axis)), xMode: options.xMode });
+  overlay.div.classList.add("chart-wide");
+  overlay.smoothing = options.smoothing;
+  overlay.log = options.log;
+  shown.forEach((run, i) => {
+    const color = PALETTE[runs.indexOf(run) % PALETTE.length]; // a run keeps its colour when others are filtered out
+    overlay.addSeries(String(run.id), { name: `${run.name} #${run.id}`, color, points: answers[i]?.points ?? [], origin: run.created_at });
   });
-  await chart.draw();
+  return overlay;
+}
+
+let aggregated = { query: "", answer: null }; // the last /aggregate answer: restyling reuses it
+
+async function drawGroups(key, turn) {
+  const byTime = options.xMode === "wall" || options.xMode === "relative";
+  const query = {
+    ids: kept.join(","),
+    key,
+    group_by: view.group,
+    x: options.xMode === "epoch" ? "epoch" : "step",
+    max_points: pointsFor(chartBox.clientWidth),
+  };
+  const same = JSON.stringify(query) === aggregated.query;
+  const answer = same ? aggregated.answer : await getJSON("/aggregate", query);
+  aggregated = { query: JSON.stringify(query), answer };
+  if (turn !== drawing) return null;
+  groupHint.hidden = !byTime; // groups align on steps or epochs, not on time
+  body.dataset.groups = String(answer.groups.length);
+  const look = { title: key, xTitle: answer.x_axis, band: view.band, log: options.log, smoothing: options.smoothing };
+  return new BandChart(chartBox, answer, look);
+}
+
+/** Draw the chosen metric, overlaid or grouped, for the runs the filter keeps. */
+async function draw() {
+  const turn = ++drawing;
+  const key = controls.metric.value;
+  chartBox.setAttribute("aria-busy", "true");
+  delete body.dataset.chartsReady;
+  groupHint.hidden = true;
+  const next = key ? await (view.group ? drawGroups(key, turn) : drawOverlay(key, turn)) : null;
+  if (turn !== drawing) {
+    next?.remove(); // a newer draw started meanwhile
+    return;
+  }
+  chart?.remove();
+  chart = next;
+  await chart?.draw();
+  if (turn !== drawing) return;
   chartBox.setAttribute("aria-busy", "false");
-  body.dataset.traces = String(runs.length);
+  body.dataset.traces = String(chart?.div.data?.length ?? 0);
   body.dataset.chartsReady = "true";
 }
 
-function bestCell(value, isBest) {
-  const cell = element("td", { className: "num" });
-  if (value === null || value === undefined) {
-    cell.append(element("span", { className: "muted", text: "—" }));
-    return cell;
-  }
-  cell.textContent = formatValue(typeof value === "string" ? toNumber(value) : value);
-  if (isBest) {
-    cell.classList.add("best");
-    cell.append(element("span", { text: " ★", title: "best" }));
-  }
-  return cell;
+/** Parallel coordinates of the configs against the chosen metric's best or last value. */
+async function drawParallel() {
+  const key = controls.metric.value;
+  const results = Object.fromEntries(runs.map((run) => [run.id, runValue(extremes[run.id]?.[key], key, view.value)]));
+  const label = `${key} (${view.value})`;
+  const axes = await parallel.draw(runs, results, label, urlFilter());
+  document.getElementById("parallel-empty").hidden = axes > 0;
 }
 
-function showBest(extremes) {
-  const keys = [...new Set(runs.flatMap((run) => Object.keys(extremes[run.id] || {})))].sort();
-  const head = element("tr", {}, element("th", { scope: "col", text: "Metric" }), element("th", { scope: "col", text: "Better" }));
-  for (const run of runs) head.append(element("th", { scope: "col", text: `${run.name} #${run.id}` }));
-  const rows = keys.map((key) => {
-    const way = direction(key);
-    const values = runs.map((run) => {
-      const found = extremes[run.id]?.[key];
-      if (!found) return null;
-      return way ? found[way] : found.last;
-    });
-    const numbers = values.map((v) => (v === null ? NaN : toNumber(v))).filter(Number.isFinite);
-    const best = way && numbers.length > 1 ? (way === "min" ? Math.min(...numbers) : Math.max(...numbers)) : null;
-    const row = element(
-      "tr",
-      {},
-      element("th", { scope: "row", text: key }),
-      element("td", { className: "muted", text: way === "min" ? "lower" : way === "max" ? "higher" : "(last value)" }),
-    );
-    for (const value of values) row.append(bestCell(value, best !== null && value !== null && toNumber(value) === best));
-    return row;
+function fillSelect(select, entries, chosen) {
+  select.replaceChildren(...entries.map(([value, text]) => element("option", { value, text, selected: value === chosen })));
+}
+
+/** Group-by choices: tags, project, and each configuration key that differs between runs. */
+function groupChoices() {
+  const configs = runs.map((run) => flattenConfig(run.config));
+  const keys = [...new Set(configs.flatMap(Object.keys))].sort();
+  const differing = keys.filter((key) => new Set(configs.map((c) => JSON.stringify(c[key] ?? null))).size > 1);
+  const choices = [["", "nothing (one line per run)"], ["tags", "tags"], ["project", "project"]];
+  for (const key of differing) choices.push([`config.${key}`, `config: ${key}`]);
+  if (view.group && !choices.some(([value]) => value === view.group)) choices.push([view.group, view.group]);
+  return choices;
+}
+
+function bindControl(name, onChange) {
+  controls[name].addEventListener("change", () => {
+    view[name] = controls[name].value;
+    writeView({ [name]: view[name] }, COMPARE_VIEW);
+    onChange();
   });
-  bestTable.replaceChildren(
-    element("caption", { className: "visually-hidden", text: "Best value of each metric per run" }),
-    element("thead", {}, head),
-    element("tbody", {}, ...rows),
-  );
 }
 
 async function start() {
   runs = await Promise.all(ids.map((id) => getJSON(`/runs/${id}`)));
   const keys = [...new Set(runs.flatMap((run) => run.metrics))].sort();
-  const wanted = new URLSearchParams(window.location.search).get("metric");
-  const first = keys.includes(wanted) ? wanted : body.dataset.mainMetric || null;
-  select.replaceChildren(...keys.map((key) => element("option", { value: key, text: key, selected: key === first })));
-  select.addEventListener("change", () => {
-    const url = new URL(window.location.href);
-    url.searchParams.set("metric", select.value);
-    window.history.replaceState(null, "", url);
-    drawMetric(select.value);
+  const first = keys.includes(view.metric) ? view.metric : body.dataset.mainMetric || keys[0] || "";
+  fillSelect(controls.metric, keys.map((key) => [key, key]), first);
+  fillSelect(controls.group, groupChoices(), view.group);
+  controls.band.value = view.band === "minmax" ? "minmax" : "std";
+  controls.value.value = view.value === "last" ? "last" : "best";
+  controls.band.disabled = !view.group;
+  bindControl("metric", () => Promise.all([draw(), drawParallel()]));
+  bindControl("group", () => {
+    controls.band.disabled = !view.group;
+    draw();
   });
-  const extremes = getJSON("/extremes", { ids: ids.join(",") }).then((a) => showBest(a.runs));
-  if (first) await drawMetric(first);
-  else body.dataset.chartsReady = "true";
-  await extremes;
+  bindControl("band", draw);
+  bindControl("value", drawParallel);
+  extremes = (await getJSON("/extremes", { ids: ids.join(",") })).runs;
+  showBest(document.getElementById("best-table"), runs, extremes);
+  await drawParallel();
+  await draw();
 }
 
 document.getElementById("show-same").addEventListener("change", (event) => {
@@ -115,8 +175,9 @@ document.getElementById("show-same").addEventListener("change", (event) => {
 });
 options = bindChartControls(async (change) => {
   options = { ...options, ...change };
-  if (!chart) return;
+  if (view.group || !chart) return draw();
   if (change.log !== undefined) await chart.setLog(change.log);
   if (change.smoothing !== undefined) await chart.setSmoothing(change.smoothing);
-});
-start();
+  if (change.xMode !== undefined) await chart.setXMode(change.xMode);
+}, view);
+if (ids.length) start();

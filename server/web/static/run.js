@@ -3,13 +3,15 @@
 import { AlertFeed } from "./alerts.js";
 import { apiUrl, getJSON, metricPath, pageUrl } from "./api.js";
 import { MetricBoard, isSystemMetric, systemTitle } from "./board.js";
-import { bindChartControls, pointsFor } from "./charts.js";
+import { CHART_VIEW, bindChartControls } from "./chart_controls.js";
+import { pointsFor } from "./charts.js";
 import { CommandPanel } from "./commands.js";
 import { refreshAgo, setAgo, setStatus } from "./format.js";
 import { batcher, subscribe } from "./live.js";
 import { Progress } from "./progress.js";
 import { StopControl } from "./stop.js";
 import { Timeline } from "./timeline.js";
+import { readView } from "./viewstate.js";
 
 const body = document.body;
 const runId = Number(body.dataset.runId);
@@ -17,10 +19,14 @@ const streamAfter = Number(body.dataset.lastEventId);
 let run = JSON.parse(body.dataset.run);
 
 const chartsBox = document.getElementById("charts");
-const board = new MetricBoard(chartsBox, document.getElementById("charts-empty"));
+const origin = run.created_at; // relative time counts from the run's start
+const board = new MetricBoard(chartsBox, document.getElementById("charts-empty"), { origin });
 // The training machine's metrics (system/...) in their own section, below the training's.
 const systemCharts = document.getElementById("system-charts");
-const systemBoard = new MetricBoard(systemCharts, document.getElementById("system-empty"), { titleOf: systemTitle });
+const systemBoard = new MetricBoard(systemCharts, document.getElementById("system-empty"), {
+  titleOf: systemTitle,
+  origin,
+});
 const boards = [board, systemBoard];
 const boardOf = (key) => (isSystemMetric(key) ? systemBoard : board);
 const pointCount = () => board.pointCount() + systemBoard.pointCount();
@@ -58,7 +64,10 @@ let lastDrawn = streamAfter;
 function applyEvent(event) {
   const metrics = Object.entries(event.metrics || {});
   if (metrics.length) {
-    for (const [key, value] of metrics) boardOf(key).push(key, event.x, value, event.x_axis);
+    for (const [key, value] of metrics) {
+      const point = { step: event.x, epoch: event.epoch, time: event.time, value };
+      boardOf(key).push(key, point, event.x_axis);
+    }
   }
   if (event.kind === "train_begin") progress.trainBegan(event.time, event.data);
   else if (event.kind === "epoch_end") progress.epochEnded(event.epoch, event.time);
@@ -184,7 +193,7 @@ async function start() {
 }
 
 const setOptions = (change) => Promise.all(boards.map((each) => each.setOptions(change)));
-setOptions(bindChartControls(setOptions));
+setOptions(bindChartControls(setOptions, readView(CHART_VIEW)));
 // The page's one timer: "started/updated N ago" and the ETA count on between updates.
 setInterval(() => {
   refreshAgo();
