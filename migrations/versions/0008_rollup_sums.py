@@ -20,7 +20,8 @@ depends_on = None
 
 # `callboard.server.store.models.ROLLUP_WIDTHS` when this was written.
 WIDTHS = (16, 256, 4096, 65536, 1048576)
-FINITE = "value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308"
+# `callboard.server.store.rollups.SUMMABLE_LIMIT`: the values `finite_sum` adds up.
+FINITE = "value BETWEEN -1e300 AND 1e300"
 
 
 def upgrade():

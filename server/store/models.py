@@ -143,7 +143,8 @@ class MetricRollup(Base):
     """Min and max of a metric's values over steps `[bucket * width, (bucket + 1) * width)`.
 
     NaN points are left out (`points` counts the others); `finite_sum` and
-    `finite_points` are the sum and count of the finite ones (what group means need).
+    `finite_points` are the sum and count of the finite ones within ±1e300
+    (`rollups.SUMMABLE_LIMIT`): what means over buckets of steps need.
 
     Kept at ingest for a few widths, so a chart of a million-point series reads
     a few thousand rollups instead of every point (see `series.read_series`).

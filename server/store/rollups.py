@@ -4,8 +4,6 @@ Kept up to date at ingest, so a chart of a million-point series reads a few
 thousand rollups instead of every point (see `series.read_series`).
 """
 
-import math
-
 from sqlalchemy import func
 
 from callboard.server.store.bulk_insert import BulkInsert
@@ -41,6 +39,9 @@ def _merged_into_stored(insert, dialect_name):
 
 ROLLUPS = BulkInsert(MetricRollup.__table__, on_conflict=_merged_into_stored)
 ROLLUP_COLUMNS = tuple(column.key for column in ROLLUPS.columns)
+# Values summed into `finite_sum`: finite ones within ±1e300, so that no sum of a
+# bucket's points (nor a database's sum of sums) can overflow, which PostgreSQL refuses.
+SUMMABLE_LIMIT = 1e300
 
 
 def rollup_rows(run_id, points):
@@ -48,10 +49,10 @@ def rollup_rows(run_id, points):
 
     `points` are metric_points rows `(run_id, key, step, epoch, value, time)`;
     NaN points (value None) are not rolled up; infinite ones are, but for the
-    finite sum and count. Each width is built from the finer one, so the cost
-    is about one pass over the points.
+    finite sum and count (values within `SUMMABLE_LIMIT`). Each width is built
+    from the finer one, so the cost is about one pass over the points.
     """
-    isfinite = math.isfinite
+    limit = SUMMABLE_LIMIT
     level = {}
     first_width = ROLLUP_WIDTHS[0]
     for _run, key, step, epoch, value, when in points:  # `_merge` inlined: the hot loop
@@ -59,7 +60,7 @@ def rollup_rows(run_id, points):
             continue
         slot = (key, step // first_width)
         found = level.get(slot)
-        finite = isfinite(value)
+        finite = -limit <= value <= limit
         if found is None:
             total = value if finite else 0.0
             level[slot] = [step, step, value, value, epoch, when, 1, total, int(finite)]
