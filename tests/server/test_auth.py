@@ -37,6 +37,7 @@ NEEDS = {
     ("GET", "/api/v1/stream"): {"read"},
     ("GET", "/api/v1/sparklines"): {"read"},
     ("GET", "/api/v1/extremes"): {"read"},
+    ("GET", "/api/v1/aggregate"): {"read"},
     ("POST", "/api/v1/rules"): {"control"},
     ("GET", "/api/v1/rules"): {"read"},
     ("DELETE", "/api/v1/rules/{rule_id}"): {"control"},
@@ -133,6 +134,7 @@ def request_for(method, path, run_id, token_id, command_id=1, rule_id=1):
     }
     queries = {"/api/v1/sparklines": {"params": {"ids": str(run_id)}}}
     queries["/api/v1/extremes"] = queries["/api/v1/sparklines"]
+    queries["/api/v1/aggregate"] = {"params": {"ids": str(run_id), "key": "loss"}}
     queries["/api/v1/control"] = {"params": {"name": "m", "project": "p"}}
     queries[f"/api/v1/runs/{run_id}/commands/pending"] = {"params": {"wait": 0}}
     return concrete, (
