@@ -149,6 +149,9 @@ def test_real_answers_match_the_documented_schemas(tour):
     extremes = tour.call("GET", "/api/v1/extremes", params=chosen)["runs"][str(run["id"])]
     assert extremes["val_loss"]["min"] == 0.5 and extremes["loss"]["max"] == "Infinity"
     assert tour.call("GET", "/api/v1/sparklines", params=chosen)["sparklines"]
+    grouped = {**chosen, "key": "loss", "group_by": "tags"}
+    (group,) = tour.call("GET", "/api/v1/aggregate", params=grouped)["groups"]
+    assert (group["label"], group["x"], group["mean"]) == ("a", [0], [1.0])  # Infinity left out
     assert tour.call("POST", "/api/v1/runs/{run_id}/heartbeat", fill=ids)["status"] == "running"
     assert tour.call("GET", "/api/v1/runs/{run_id}/control", fill=ids)["state"] == "none"
     stop = tour.call("POST", "/api/v1/runs/{run_id}/stop", fill=ids, json={"reason": "enough"})
