@@ -6,14 +6,12 @@ draws the charts and keeps everything live over server-sent events. Templates
 hold no inline script: data reaches the JS through `data-*` attributes.
 """
 
-import importlib.metadata
-import importlib.resources
 import json
 import time
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 
@@ -25,7 +23,7 @@ from callboard.server.metric_keys import main_metric
 from callboard.server.rules.spec import METRIC_CONDITIONS, WATCHED_STATUSES
 from callboard.server.rules.wording import WORDING, action_in_words, condition_in_words
 from callboard.server.store.models import RUN_STATUSES, Event, Project, Run
-from callboard.server.web import login
+from callboard.server.web import bundle, login
 from callboard.server.web.login import PageReader
 from callboard.server.web.templating import STATIC_DIR, templates
 
@@ -34,12 +32,7 @@ CONDITION_KINDS = tuple(WORDING)  # nan, above, below, plateau, worse_than_media
 
 router = APIRouter(include_in_schema=False)
 router.include_router(login.router)
-PLOTLY_VERSION = importlib.metadata.version("plotly")
-
-
-def plotly_js():
-    """plotly.min.js as the installed `plotly` Python package ships it."""
-    return importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+router.include_router(bundle.router)
 
 
 class DashboardStatic(StaticFiles):
@@ -54,16 +47,6 @@ class DashboardStatic(StaticFiles):
 def static_files():
     """The `/static` mount."""
     return DashboardStatic(directory=STATIC_DIR)
-
-
-@router.get("/vendor/plotly.min.js")
-def plotly_bundle():
-    """The charting library, served from the installed package (never a CDN or a copy)."""
-    return FileResponse(
-        str(plotly_js()),
-        media_type="text/javascript",
-        headers={"Cache-Control": "public, max-age=31536000, immutable"},
-    )
 
 
 def flatten(config, prefix=""):
@@ -84,7 +67,7 @@ def render(request, template, principal, status_code=200, **context):
         template,
         {
             "root": request.scope.get("root_path", ""),
-            "plotly_version": PLOTLY_VERSION,
+            "plotly_version": bundle.PLOTLY_VERSION,
             "csrf_token": principal.csrf_token or "",
             "signed_in": principal.name if principal.csrf_token else "",
             "can_control": principal.can("control"),
