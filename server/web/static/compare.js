@@ -9,7 +9,7 @@ import { xTitleFor } from "./board.js";
 import { CHART_VIEW, bindChartControls } from "./chart_controls.js";
 import { MetricChart, PALETTE, pointsFor } from "./charts.js";
 import { element } from "./format.js";
-import { ParallelView, flattenConfig } from "./parallel.js";
+import { ParallelView, differingKeys, flattenConfig } from "./parallel.js";
 import { readView, writeView } from "./viewstate.js";
 
 const COMPARE_VIEW = { metric: "", group: "", band: "std", value: "best", filter: "" };
@@ -42,8 +42,8 @@ function urlFilter() {
 }
 
 const parallel = new ParallelView(document.getElementById("parallel-chart"), {
-  onFilter: (runIds, constraints) => {
-    const filter = Object.keys(constraints).length ? JSON.stringify(constraints) : "";
+  onFilter: (runIds, ranges) => {
+    const filter = Object.keys(ranges).length ? JSON.stringify(ranges) : "";
     writeView({ filter }, COMPARE_VIEW);
     view.filter = filter;
     for (const row of document.querySelectorAll("#compared-runs tr[data-run-id]")) {
@@ -131,9 +131,7 @@ function fillSelect(select, entries, chosen) {
 
 /** Group-by choices: tags, project, and each configuration key that differs between runs. */
 function groupChoices() {
-  const configs = runs.map((run) => flattenConfig(run.config));
-  const keys = [...new Set(configs.flatMap(Object.keys))].sort();
-  const differing = keys.filter((key) => new Set(configs.map((c) => JSON.stringify(c[key] ?? null))).size > 1);
+  const differing = differingKeys(runs.map((run) => flattenConfig(run.config)));
   const choices = [["", "nothing (one line per run)"], ["tags", "tags"], ["project", "project"]];
   for (const key of differing) choices.push([`config.${key}`, `config: ${key}`]);
   if (view.group && !choices.some(([value]) => value === view.group)) choices.push([view.group, view.group]);
