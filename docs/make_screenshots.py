@@ -21,14 +21,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 OUT = Path(__file__).resolve().parent / "screenshots"
 
 
-def train(root, name, hidden, learning_rate, epochs, extra_callbacks=()):
+def train(root, name, hidden, learning_rate, epochs, seed=0):
     """A small binary classifier, reporting every epoch and every 10 batches."""
     import keras
     import numpy as np
 
     from callboard.client import ModelCheckpoint, ReduceLROnPlateau, RemoteControl, RemoteMonitor
 
-    keras.utils.set_random_seed(hidden)
+    keras.utils.set_random_seed(hidden + seed)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4096, 20)).astype("float32")
     y = (x[:, :5].sum(axis=1) + 0.8 * rng.normal(size=4096) > 0).astype("float32")
@@ -61,13 +61,13 @@ def train(root, name, hidden, learning_rate, epochs, extra_callbacks=()):
                     "learning_rate": learning_rate,
                     "hidden": hidden,
                     "layers": 2,
+                    "seed": seed,
                     "data": {"samples": 4096, "noise": 0.8},
                 },
             ),
             RemoteControl(),
             ModelCheckpoint(f"{folder}/best.keras", monitor="val_loss", save_best_only=True),
             ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2),
-            *extra_callbacks,
         ],
     )
 
@@ -80,7 +80,7 @@ PLATEAU_RULE = {
 }
 
 
-def shoot(root, run_id, compare_ids):
+def shoot(root, run_id, compare_ids, seeds_ids):
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(exist_ok=True)
@@ -103,6 +103,12 @@ def shoot(root, run_id, compare_ids):
             page.wait_for_selector("body[data-charts-ready=true]")
             page.wait_for_selector("#best-table tbody tr")
             page.screenshot(path=OUT / f"compare{suffix}.png", full_page=True)
+            # Three seeds of each setting: grouped by learning rate, mean ± std bands.
+            ids = ",".join(map(str, seeds_ids))
+            page.goto(f"{root}/compare?ids={ids}&metric=val_loss&group=config.learning_rate")
+            page.wait_for_selector("body[data-charts-ready=true]")
+            page.wait_for_selector("#parallel-chart .scatterlayer .trace")
+            page.screenshot(path=OUT / f"groups{suffix}.png", full_page=True)
             page.goto(f"{root}/rules")
             page.wait_for_selector("#notifications li.alert")
             page.screenshot(path=OUT / f"rules{suffix}.png", full_page=True)
@@ -123,7 +129,11 @@ def main():
             train(root, "wide-h64-lr1e-2", hidden=64, learning_rate=1e-2, epochs=60)
             runs = httpx.get(f"{root}/api/v1/runs", params={"sort": "oldest"}).json()["runs"]
             ids = [run["id"] for run in runs]
-            shoot(root, ids[-1], ids)
+            for learning_rate in (1e-3, 1e-2):
+                for seed in (1, 2, 3):
+                    train(root, f"h32-lr{learning_rate:g}-seed{seed}", 32, learning_rate, 20, seed)
+            runs = httpx.get(f"{root}/api/v1/runs", params={"sort": "oldest"}).json()["runs"]
+            shoot(root, ids[-1], ids, [run["id"] for run in runs][len(ids) :])
         finally:
             server.stop()
     print(f"Wrote {', '.join(sorted(p.name for p in OUT.glob('*.png')))} to {OUT}")
