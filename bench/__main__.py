@@ -26,6 +26,7 @@ BENCHMARKS = {
     "postgres": "bench.postgres",
     "capacity": "bench.capacity",
     "rules": "bench.rules",
+    "aggregate": "bench.aggregate",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
