@@ -60,7 +60,8 @@ class EventSender:
         self._urgent = False
         self._due_at = None  # when the oldest waiting non-urgent event must leave
         self._ack_pending = False
-        self._inflight = []
+        self._inflight = []  # the batch being delivered; whoever spools it first empties this
+        self._inflight_lock = threading.Lock()  # the sender thread and close() both spool it
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle_lock = threading.Lock()  # idle is set only while nothing waits in the queue
@@ -127,7 +128,9 @@ class EventSender:
         self._wake.set()
         self._join(timeout, self._gave_up)
         if self._thread.is_alive():
-            self._spool(list(self._inflight) + self._drain())
+            with self._inflight_lock:
+                self._spool(list(self._inflight) + self._drain())
+                self._inflight = []
             _exit_guard.linger(self)
         if self.spool:
             self._warn_left_undelivered()
@@ -240,8 +243,14 @@ class EventSender:
     def _spill(self):
         batch = self._drain()
         self._inflight = batch
-        self._spool(batch)
-        self._inflight = []
+        self._spool_inflight(batch)
+
+    def _spool_inflight(self, batch):
+        """Spool `batch` unless close() already took it (it spools what is in flight)."""
+        with self._inflight_lock:
+            if self._inflight is batch:
+                self._spool(batch)
+            self._inflight = []
 
     def _done_closing(self):
         if self._queue:
@@ -283,8 +292,7 @@ class EventSender:
                 self._replay_spool()
             self._post(batch)
         except Exception as exc:
-            self._spool(batch)
-            self._inflight = []  # spooled: close() must not spool it again
+            self._spool_inflight(batch)
             if not isinstance(exc, DeliveryFailed):
                 raise  # kept for the next try; the loop warns
             self._note_failure(exc)

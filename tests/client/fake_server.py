@@ -92,7 +92,8 @@ class FakeServer:
     """Records runs and events like the real server (each (run, seq) once).
 
     `fail_next(n, status)` makes the next n requests fail; `down = True` refuses all;
-    `hold_kind = "train_end"` makes a post with that kind wait until `release` is set;
+    `hold_kind = "train_end"` makes a post with that kind wait until `release` is set
+    (then answer `held_status` if one is given);
     `max_values = n` answers 413 to an events request carrying more than n metric values;
     `delay = s` makes each request take `s` seconds (a slow server, or a loaded machine).
     `listening(server)` serves it over real HTTP on 127.0.0.1.
@@ -123,6 +124,7 @@ class FakeServer:
         self.max_values = None
         self.delay = 0.0
         self.release = threading.Event()
+        self.held_status = None
         self.commands = {}  # command id -> its record, as the server answers it
         self.outcomes = []
         self.pending_asked = []  # (after, wait) of each pending request
@@ -231,6 +233,8 @@ class FakeServer:
                 return problem(413, "too many metric values")
             if any(event["kind"] == self.hold_kind for event in body["events"]):
                 self.release.wait(10)
+                if self.held_status:
+                    return problem(self.held_status, "failing after the hold")
             if any(event["kind"] in self.reject_kinds for event in body["events"]):
                 return problem(422, "rejected kind")
             fresh = [e for e in body["events"] if e["seq"] not in self.events[run_id]]

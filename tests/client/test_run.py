@@ -249,6 +249,25 @@ def test_a_request_stalled_at_finish_still_delivers_once_it_answers(server, _spo
     assert not spool_files(_spool_dir)
 
 
+def test_a_stalled_request_failing_after_finish_gave_up_is_spooled_once(server, _spool_dir):
+    # finish() spools the events of a request it stopped waiting for; when that request
+    # then failed, the sender spooled them a second time (the spool replayed duplicates).
+    server.hold_kind = "train_end"
+    server.held_status = 503
+    run = make_run(server).start()
+    run.flush(5)
+    run.finish()  # gives up waiting on the held request: the spool keeps train_end
+    server.down = True  # so the spool stays to be read
+    server.release.set()
+    run._sender._thread.join(10)  # the held request failed, the sender gave up
+    assert not run._sender._thread.is_alive()
+    [path] = spool_files(_spool_dir)
+    _, events = read_spool_file(path)
+    seqs = [event["seq"] for event in events]
+    assert "train_end" in [event["kind"] for event in events]
+    assert len(seqs) == len(set(seqs)), seqs
+
+
 def test_finish_waits_for_many_prompt_answers_that_together_take_long(server, _spool_dir):
     # finish() timed one whole delivery, all its requests together, as if it were one
     # request: past 0.25 s it took the run's last events for a hung request and left them
