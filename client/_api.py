@@ -6,6 +6,8 @@ import time
 
 import httpx
 
+from callboard.urls import effective_port
+
 from ._answers import (
     CommandList,
     CommandRecord,
@@ -26,7 +28,6 @@ DEFAULT_ROOT = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 MAX_EVENTS_PER_REQUEST = 5_000  # well under the server's own limits (413 beyond them)
 MAX_VALUES_PER_REQUEST = 10_000  # metric values in one request
-DEFAULT_PORTS = {"http": 80, "https": 443}
 LONG_POLL_WAIT = 25.0  # seconds the server holds `pending_commands` open when there is none
 LONG_POLL_MARGIN = 10.0  # the read timeout is the wait plus this: the server answers by then
 LIVE_STATUSES = ("running", "paused", "lost")  # not ended yet: its training may still be stopped
@@ -43,7 +44,7 @@ def _normalised_root(root):
     except (httpx.InvalidURL, TypeError):
         return str(root)
     scheme = url.scheme.lower()
-    port = url.port or DEFAULT_PORTS.get(scheme)
+    port = effective_port(scheme, url.port)
     return (scheme, url.host.lower(), port, url.path.rstrip("/"))
 
 

@@ -7,7 +7,7 @@ The runs list, its sparklines and the compare page all show this one choice:
 """
 
 PREFERRED = ("val_loss", "loss")
-NOT_MAIN = ("learning_rate", "lr")
+LEARNING_RATE_KEYS = ("learning_rate", "lr")  # Keras 3, tf.keras 2: never the main metric
 
 
 def main_metric(keys):
@@ -16,5 +16,7 @@ def main_metric(keys):
     for key in PREFERRED:
         if key in keys:
             return key
-    epoch_keys = [k for k in keys if not k.startswith(("batch/", "system/")) and k not in NOT_MAIN]
+    epoch_keys = [
+        k for k in keys if not k.startswith(("batch/", "system/")) and k not in LEARNING_RATE_KEYS
+    ]
     return (epoch_keys or keys or [None])[0]

@@ -15,13 +15,13 @@ from sqlalchemy import insert, select, update
 
 from callboard.server.commands import CommandRefused, issue_command
 from callboard.server.live.hub import ALERTS_CHANNEL
+from callboard.server.metric_keys import LEARNING_RATE_KEYS
 from callboard.server.rules.deliveries import add_delivery, cut_url
 from callboard.server.store.models import RuleFiring, RuleState
 from callboard.server.store.run_writes import RUNS, add_server_event, dialect_insert
 from callboard.server.store.storable import encode_number
 
 STATES, FIRINGS = RuleState.__table__, RuleFiring.__table__
-LEARNING_RATE_KEYS = ("learning_rate", "lr")  # Keras 3, tf.keras 2
 
 
 def run_page(base_url, run_id):

@@ -15,13 +15,14 @@ Example:
 import ipaddress
 from urllib.parse import urlsplit
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
+from callboard.urls import effective_port
+
 LINK_LOCAL = "a webhook may not point at a link-local address (cloud metadata answers there)"
 
 
 def _host_and_port(url):
     parts = urlsplit(url)
-    port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    port = effective_port(parts.scheme, parts.port)
     return (parts.hostname or "").lower().rstrip("."), port
 
 
@@ -66,7 +67,7 @@ def points_at_this_server(url, request, public_url=None):
     if public_url:
         places.append(_host_and_port(public_url))
     places.append(
-        (request.url.hostname or "", request.url.port or DEFAULT_PORTS.get(request.url.scheme))
+        (request.url.hostname or "", effective_port(request.url.scheme, request.url.port))
     )
     server = request.scope.get("server")
     if server and server[1] is not None:
