@@ -31,36 +31,25 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from callboard.server.live.hub import RULES_CHANNEL
 from callboard.server.rules.firing import Standing, record_standing
+from callboard.server.rules.reads import new_points, run_query, runs_by_id, values_at
 from callboard.server.rules.spec import METRIC_CONDITIONS, stored_parts
 from callboard.server.rules.watches import MetricWatch, run_observation
 from callboard.server.store.models import (
     ENDED_STATUSES,
     LIVE_STATUSES,
-    MetricPoint,
-    Project,
     Rule,
     RuleState,
     Run,
 )
-from callboard.server.store.statements import compiled_once
 
 log = logging.getLogger("callboard.rules")
 
-RULES, STATES, POINTS = Rule.__table__, RuleState.__table__, MetricPoint.__table__
-RUN_COLUMNS = (
-    Run.id,
-    Run.name,
-    Run.status,
-    Run.project_id,
-    Run.last_event_at,
-    Run.created_at,
-    Project.name.label("project"),
-)
+RULES, STATES = Rule.__table__, RuleState.__table__
 
 
 @dataclass(frozen=True)
@@ -129,7 +118,7 @@ class RuleEngine:
         self._wake = None
         self._rules_stale = True
         self._tasks = ()
-        self._values_at = _values_at
+        self._values_at = values_at
 
     def start(self):
         """Start judging (from inside the server's event loop)."""
@@ -247,13 +236,13 @@ class RuleEngine:
 
     def _judge(self, run_ids, tick, now):
         """The changes of standing to store (runs in `run_ids`, and silent ones on a tick)."""
-        self._values_at = functools.cache(_values_at)  # read once per batch, whatever asks
+        self._values_at = functools.cache(values_at)  # read once per batch, whatever asks
         changes = []
         with self.database.reader() as session:
             connection = session.connection()
-            runs = {run.id: (run, False) for run in _runs(connection, run_ids)}
+            runs = {run.id: (run, False) for run in runs_by_id(connection, run_ids)}
             if tick:
-                for run in self._silent_runs(connection, now):
+                for run in self._silentruns_by_id(connection, now):
                     runs.setdefault(run.id, (run, True))
             for run, only_silent in runs.values():
                 rules = [rule for rule in self.rules if rule.watches(run.project)]
@@ -265,13 +254,13 @@ class RuleEngine:
                     self._judgements.pop(run.id, None)  # it will not change much more
         return changes
 
-    def _silent_runs(self, connection, now):
+    def _silentruns_by_id(self, connection, now):
         silent = [rule.condition.seconds for rule in self.rules if rule.condition.kind == "silent"]
         if not silent:
             return []
         last_heard = func.coalesce(Run.last_event_at, Run.created_at)
         return connection.execute(
-            _run_query().where(Run.status.in_(LIVE_STATUSES), last_heard < now - min(silent))
+            run_query().where(Run.status.in_(LIVE_STATUSES), last_heard < now - min(silent))
         ).all()
 
     def _judgements_of(self, connection, run, rules):
@@ -293,7 +282,7 @@ class RuleEngine:
 
     def _judge_run(self, connection, run, rules, now):
         judgements = self._judgements_of(connection, run, rules)
-        points = _new_points(connection, run.id, rules, judgements)
+        points = new_points(connection, run.id, rules, judgements)
         steps = {key: [point[0] for point in series] for key, series in points.items()}
         for rule in rules:
             judgement = judgements[rule.id]
@@ -339,69 +328,3 @@ def _change(rule, run, judgement, observation, cursor):
     if holds == stored.active:
         return None
     return Change(rule, run, stored, holds, cursor, (observation,) if holds else ())
-
-
-def _run_query():
-    return select(*RUN_COLUMNS).join(Project, Project.id == Run.project_id)
-
-
-def _runs(connection, run_ids):
-    if not run_ids:
-        return []
-    return connection.execute(_run_query().where(Run.id.in_(sorted(run_ids)))).all()
-
-
-@compiled_once
-def _points_query(key_count):
-    """Points of run `run_id` past step `after` of `key_count` metrics (`key_0`, ...)."""
-    keys = [bindparam(f"key_{index}") for index in range(key_count)]
-    return (
-        select(POINTS.c.key, POINTS.c.step, POINTS.c.epoch, POINTS.c.value)
-        .where(
-            POINTS.c.run_id == bindparam("run_id"),
-            POINTS.c.key.in_(keys),
-            POINTS.c.step > bindparam("after"),
-        )
-        .order_by(POINTS.c.key, POINTS.c.step, POINTS.c.id)
-    )
-
-
-def _new_points(connection, run_id, rules, judgements):
-    """`{metric: [(step, epoch, value), ...]}` in step order, past the earliest cursor of the
-    rules watching a metric (all of them for a rule this process has not fed yet).
-
-    Read straight on the driver's cursor: every new point is read once per batch.
-    """
-    cursors = {}
-    for rule in rules:
-        if rule.condition.kind in METRIC_CONDITIONS:
-            cursors.setdefault(rule.condition.metric, []).append(judgements[rule.id].cursor)
-    if not cursors:
-        return {}
-    known = [cursor for found in cursors.values() for cursor in found]
-    after = -1 if None in known else min(known)
-    keys = sorted(cursors)
-    statement = _points_query(connection.dialect, len(keys))
-    values = {"run_id": run_id, "after": after, **{f"key_{i}": k for i, k in enumerate(keys)}}
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(statement.sql, statement.parameters(values))
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
-    points = {}
-    for key, step, epoch, value in rows:
-        points.setdefault(key, []).append((step, epoch, value))
-    return points
-
-
-def _values_at(connection, project_id, metric, step):
-    """`{run id: value}` of `metric` at `step` for the project's runs (one each; None: NaN)."""
-    return dict(
-        connection.execute(
-            select(POINTS.c.run_id, func.max(POINTS.c.value))
-            .join(Run, Run.id == POINTS.c.run_id)
-            .where(Run.project_id == project_id, POINTS.c.key == metric, POINTS.c.step == step)
-            .group_by(POINTS.c.run_id)
-        ).all()
-    )
