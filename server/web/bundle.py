@@ -1,7 +1,8 @@
 """plotly.js for the dashboard, from the installed `plotly` package: never a CDN or a copy.
 
 The bundle (4.8 MB) is read once and answered from memory: gzipped (about 1.4 MB,
-compressed once) to a browser that accepts gzip, as is to one that doesn't. Its URL
+compressed once, in the background while the server starts) to a browser that
+accepts gzip, as is to one that doesn't. Its URL
 holds plotly's version (`?v=`), so a browser keeps it for a year without asking again.
 
 One line goes before the package's bytes: `//# allFunctionsCalledOnLoad`, V8's
@@ -11,6 +12,8 @@ thread the first time each one runs: plotly runs nearly all of them while it sta
 and draws the first chart. Other browsers read a comment.
 """
 
+import asyncio
+import contextlib
 import functools
 import gzip
 import importlib.metadata
@@ -22,8 +25,6 @@ from fastapi.responses import Response
 PLOTLY_VERSION = importlib.metadata.version("plotly")
 COMPILE_HINT = b"//# allFunctionsCalledOnLoad\n"
 CACHE_FOREVER = "public, max-age=31536000, immutable"
-
-router = APIRouter(include_in_schema=False)
 
 
 def plotly_js():
@@ -41,6 +42,19 @@ def bundle_bytes():
 def gzipped_bundle():
     """`bundle_bytes()` gzipped, once per process."""
     return gzip.compress(bundle_bytes(), compresslevel=9, mtime=0)
+
+
+@contextlib.asynccontextmanager
+async def compress_while_starting(app):
+    """Gzip the bundle on a thread as the server starts, not while the first browser waits."""
+    compressing = asyncio.create_task(asyncio.to_thread(gzipped_bundle))
+    try:
+        yield
+    finally:
+        await compressing
+
+
+router = APIRouter(include_in_schema=False, lifespan=compress_while_starting)
 
 
 def accepts_gzip(accept_encoding):

@@ -3,10 +3,13 @@ hint, gzipped for browsers that accept gzip, cached for a year under a versioned
 
 import gzip
 import importlib.resources
+import time
 
 import pytest
+from fastapi.testclient import TestClient
 
-from callboard.server.web.bundle import COMPILE_HINT, accepts_gzip
+from callboard.server.main import create_app
+from callboard.server.web.bundle import COMPILE_HINT, accepts_gzip, gzipped_bundle
 from tests.server.helpers import create_run
 
 BUNDLE = "/vendor/plotly.min.js"
@@ -45,6 +48,18 @@ def test_the_gzip_answer_is_a_plain_gzip_stream(api, shipped):
         compressed = b"".join(answer.iter_raw())
     assert raw == COMPILE_HINT + shipped
     assert gzip.decompress(compressed) == COMPILE_HINT + shipped
+
+
+def test_the_server_gzips_the_bundle_as_it_starts_before_any_browser_asks(settings):
+    gzipped_bundle.cache_clear()
+    with TestClient(create_app(settings)) as api:
+        deadline = time.monotonic() + 30
+        while gzipped_bundle.cache_info().currsize == 0:
+            assert time.monotonic() < deadline, "the bundle was not gzipped at start"
+            time.sleep(0.01)
+        assert gzipped_bundle.cache_info().misses == 1
+        api.get(BUNDLE, headers={"Accept-Encoding": "gzip"})
+        assert gzipped_bundle.cache_info().misses == 1
 
 
 def test_pages_ask_for_the_bundle_under_plotlys_version(api):
