@@ -48,11 +48,13 @@ from callboard.server.store.run_writes import UidTaken, create_run
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
+# Each order is an index's (`ix_runs_created`, `ix_runs_updated`, `ix_runs_name`; SQLite's
+# indexes end with the row id): a page is read off it, never sorted from every run.
 SORTS = {
     "newest": (Run.created_at.desc(), Run.id.desc()),
     "oldest": (Run.created_at.asc(), Run.id.asc()),
     "updated": (Run.updated_at.desc(), Run.id.desc()),
-    "name": (Run.name.asc(), Run.id.desc()),
+    "name": (Run.name.asc(), Run.id.asc()),
 }
 
 

@@ -19,8 +19,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import Field, TypeAdapter, ValidationError
-from sqlalchemy import select
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from callboard.server.api.answers import (
@@ -251,27 +251,79 @@ def _read_runs_changes(database, since, project):
         return [run_summary(run).model_dump(mode="json") for run in runs]
 
 
+def _count_runs(database, project):
+    with database.reader() as session:
+        query = select(func.count(Run.id))
+        if project is not None:
+            query = query.join(Project).where(Project.name == project)
+        return session.scalar(query)
+
+
+class RunsRemoved(BaseModel):
+    """Runs were deleted: a runs list asks again which runs it shows."""
+
+    runs: int = Field(description="how many runs there are now (archived ones too)")
+
+
+def runs_stream_answers():
+    """`event_stream` of the runs stream: `run` (a RunSummary) and `removed`, whose small
+    model no JSON route answers (so it is no component): its schema is written inline."""
+    answers = event_stream(run=RunSummary)
+    stream = answers[200]["content"]["text/event-stream"]
+    run_message = stream["itemSchema"]["anyOf"][0]
+    removed = {
+        "properties": {
+            "event": {"const": "removed"},
+            "data": {
+                **run_message["properties"]["data"],
+                "contentSchema": RunsRemoved.model_json_schema(),
+            },
+        }
+    }
+    stream["itemSchema"]["anyOf"].append(removed)
+    answers[200]["description"] += ", `removed` carries a RunsRemoved"
+    return answers
+
+
 class RunsMessages:
     """The runs stream's batches: runs of `project` (None: all) changed after `cursor`
-    (`run`, id = the run's update time). Called on a worker thread."""
+    (`run`, id = the run's update time), and `removed` once runs were deleted (a
+    deleted run has no row left to send). Called on a worker thread."""
 
     def __init__(self, database, cursor, project):
         self.database, self.cursor, self.project = database, cursor, project
+        self.count = None  # runs there were when a batch last found no change
 
     def __call__(self):
         """`(the next batch as SSE text, runs in it)`."""
         runs = _read_runs_changes(self.database, self.cursor, self.project)
+        if not runs:
+            return self._removed(), 0
         messages = []
         for run in runs:
             self.cursor = max(self.cursor, run["updated_at"])
             messages.append(sse_message(run, event="run", message_id=repr(self.cursor)))
         return "".join(messages), len(runs)
 
+    def _removed(self):
+        """A `removed` message when there are fewer runs than at the last quiet batch.
+
+        Counted only when no run changed: a change is a `run` message, after which a
+        list asks again anyway (and drops the runs deleted meanwhile).
+        """
+        count = _count_runs(self.database, self.project)
+        fewer = self.count is not None and count < self.count
+        self.count = count
+        return sse_message({"runs": count}, event="removed") if fewer else ""
+
 
 @router.get(
     "/stream",
     response_class=EventStreamResponse,
-    responses={**event_stream(run=RunSummary), **json_problems(400, 401, 403, 503)},
+    responses={
+        **runs_stream_answers(),
+        **json_problems(400, 401, 403, 503),
+    },
 )
 async def stream_runs(
     request: Request,
@@ -284,7 +336,8 @@ async def stream_runs(
         float | None, Query(ge=0, allow_inf_nan=False, description="update time to start after")
     ] = None,
 ):
-    """Every change to any run (`run` messages, id = the run's update time), live."""
+    """Every change to any run (`run` messages, id = the run's update time), live; `removed`
+    once runs were deleted."""
     batches = RunsMessages(database, _cursor(last_event_id, after, TIME_CURSOR), principal.project)
     messages = live_messages(request, hub, RUNS_CHANNEL, batches, settings.stream_keepalive_seconds)
     return LiveStream(request, messages)
