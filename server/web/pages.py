@@ -27,7 +27,8 @@ from callboard.server.web import bundle, login
 from callboard.server.web.login import PageReader
 from callboard.server.web.templating import STATIC_DIR, templates
 
-MAX_COMPARED = 12
+MAX_COMPARED = 50  # runs one compare page overlays
+RECENT_CANDIDATES = 50  # the newest runs its picker offers besides those compared
 CONDITION_KINDS = tuple(WORDING)  # nan, above, below, plateau, worse_than_median, status, silent
 
 router = APIRouter(include_in_schema=False)
@@ -164,13 +165,9 @@ def compare_page(
     """Runs side by side: one metric overlaid, best values, config differences."""
     found = (_visible_run(session, principal, run_id) for run_id in parse_ids(ids or []))
     runs = [run for run in found if run is not None]
-    newest_first = (Run.created_at.desc(), Run.id.desc())
-    recent = session.scalars(select(Run).options(*SUMMARY_ONLY).order_by(*newest_first).limit(50))
     chosen = {run.id for run in runs}
     differences = config_differences(runs)
-    candidates = runs + [
-        run for run in recent if run.id not in chosen and principal.sees_project(run.project.name)
-    ]
+    candidates = runs + [run for run in recent_runs(session, principal) if run.id not in chosen]
     return render(
         request,
         "compare.html",
@@ -183,6 +180,17 @@ def compare_page(
         ids=",".join(str(run.id) for run in runs),
         main_metric=main_metric({key for run in runs for key in run.summary or {}}) or "",
     )
+
+
+def recent_runs(session, principal):
+    """The newest `RECENT_CANDIDATES` runs `principal` sees (a project token: its project's),
+    read off `ix_runs_created` or `ix_runs_project_created`, however many runs there are."""
+    query = select(Run).options(*SUMMARY_ONLY).where(Run.archived_at.is_(None))
+    if principal.project is not None:
+        project_id = select(Project.id).where(Project.name == principal.project)
+        query = query.where(Run.project_id == project_id.scalar_subquery())
+    newest_first = (Run.created_at.desc(), Run.id.desc())
+    return session.scalars(query.order_by(*newest_first).limit(RECENT_CANDIDATES)).all()
 
 
 def visible_projects(session, principal):
