@@ -225,3 +225,28 @@ class RuleList(Answer):
     """`GET /api/v1/rules`: the rules the caller's token sees, oldest first."""
 
     rules: list[Rule]
+
+
+def error_detail(response):
+    """The server's `detail` of an error answer as one line; None when it sent none
+    (e.g. a proxy's or another web server's HTML page)."""
+    try:
+        detail = response.json()["detail"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if isinstance(detail, list):  # a 422's field errors
+        detail = "; ".join(
+            f"{'.'.join(map(str, error.get('loc', ())))}: {error.get('msg')}"
+            if isinstance(error, dict)
+            else str(error)
+            for error in detail
+        )
+    return " ".join(str(detail).split())
+
+
+def retry_after(response):
+    """The seconds an error answer asks to wait (`Retry-After`), or None."""
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return None

@@ -21,13 +21,14 @@ from ._answers import (
     RunSummary,
     Token,
     TokenList,
+    error_detail,
+    retry_after,
 )
+from ._chunks import MAX_EVENTS_PER_REQUEST, MAX_VALUES_PER_REQUEST, request_chunks
 from ._errors import DeliveryFailed, NotFound, Rejected, TooLarge, Unauthorized, UnexpectedAnswer
 
 DEFAULT_ROOT = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
-MAX_EVENTS_PER_REQUEST = 5_000  # well under the server's own limits (413 beyond them)
-MAX_VALUES_PER_REQUEST = 10_000  # metric values in one request
 LONG_POLL_WAIT = 25.0  # seconds the server holds `pending_commands` open when there is none
 LONG_POLL_MARGIN = 10.0  # the read timeout is the wait plus this: the server answers by then
 LIVE_STATUSES = ("running", "paused", "lost")  # not ended yet: its training may still be stopped
@@ -46,49 +47,6 @@ def _normalised_root(root):
     scheme = url.scheme.lower()
     port = effective_port(scheme, url.port)
     return (scheme, url.host.lower(), port, url.path.rstrip("/"))
-
-
-def request_chunks(events, max_events=MAX_EVENTS_PER_REQUEST, max_values=MAX_VALUES_PER_REQUEST):
-    """Split `events` in order into consecutive lists that each fit one request.
-
-    Example:
-        >>> [len(c) for c in request_chunks([{"metrics": {"a": 1, "b": 2}}] * 5, max_values=4)]
-        [2, 2, 1]
-    """
-    chunk, values = [], 0
-    for event in events:
-        count = len(event.get("metrics") or ())
-        if chunk and (len(chunk) >= max_events or values + count > max_values):
-            yield chunk
-            chunk, values = [], 0
-        chunk.append(event)
-        values += count
-    if chunk:
-        yield chunk
-
-
-def _detail(response):
-    """The server's `detail` of an error answer as one line; None when it sent none
-    (e.g. a proxy's or another web server's HTML page)."""
-    try:
-        detail = response.json()["detail"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if isinstance(detail, list):  # a 422's field errors
-        detail = "; ".join(
-            f"{'.'.join(map(str, error.get('loc', ())))}: {error.get('msg')}"
-            if isinstance(error, dict)
-            else str(error)
-            for error in detail
-        )
-    return " ".join(str(detail).split())
-
-
-def _retry_after(response):
-    try:
-        return max(0.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:
-        return None
 
 
 class ServerApi:
@@ -161,10 +119,10 @@ class ServerApi:
         status = response.status_code
         if status < 400:
             return response
-        known = {"status": status, "detail": _detail(response)}
+        known = {"status": status, "detail": error_detail(response)}
         if status == 429 or status >= 500:
             raise DeliveryFailed(
-                f"server answered {status}", _retry_after(response), answered=True, **known
+                f"server answered {status}", retry_after(response), answered=True, **known
             )
         if status in (401, 403):
             raise Unauthorized(f"server answered {status}: {response.text}", answered=True, **known)

@@ -8,7 +8,8 @@ import warnings
 from callboard.backoff import backoff_delay
 
 from . import _exit_guard
-from ._api import DeliveryFailed, Rejected, Unauthorized, UnexpectedAnswer, request_chunks
+from ._api import DeliveryFailed, Rejected, Unauthorized, UnexpectedAnswer
+from ._chunks import request_chunks
 
 CLOSING_ATTEMPTS = 5  # failed deliveries after close() before the spool is left for later
 CLOSING_BACKOFF = 0.5

@@ -8,7 +8,8 @@ spooled for another server is left alone rather than sent with it.
 import contextlib
 import time
 
-from ._api import DeliveryFailed, Rejected, ServerApi, request_chunks, same_root
+from ._api import DeliveryFailed, Rejected, ServerApi, same_root
+from ._chunks import request_chunks
 from ._spool import Spool, read_spool_file, read_spool_header, spool_files
 
 
