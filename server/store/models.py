@@ -51,13 +51,7 @@ class Run(Base):
         Index("ix_runs_status_updated", "status", "updated_at"),
         Index("ix_runs_created", "created_at", "id"),
         Index("ix_runs_updated", "updated_at"),
-        # Partial: the list's `archived_at IS NULL` reads its sort's index instead (0009).
-        Index(
-            "ix_runs_archived",
-            "archived_at",
-            sqlite_where=text("archived_at IS NOT NULL"),
-            postgresql_where=text("archived_at IS NOT NULL"),
-        ),
+        Index("ix_runs_archived", "archived_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

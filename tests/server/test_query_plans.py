@@ -246,3 +246,32 @@ def test_sweeper_finds_silent_runs_by_ix_runs_status_updated(app):
         mark_silent_runs(connection, ChangedRuns(), lost_after_seconds=60)
         connection.rollback()
     assert_uses(the_plan(app, statements, "runs"), "ix_runs_status_updated")
+
+
+@pytest.mark.parametrize(
+    ("sort", "index"),
+    [
+        ("newest", "ix_runs_created"),
+        ("oldest", "ix_runs_created"),
+        ("updated", "ix_runs_updated"),
+        ("name", "ix_runs_name"),
+    ],
+)
+def test_each_sort_of_the_runs_list_reads_a_page_off_its_index(app, sort, index):
+    with captured(app) as statements:
+        runs = app.state.client.get("/api/v1/runs", params={"sort": sort, "limit": 100}).json()
+    assert runs["total"] == RUNS and len(runs["runs"]) == 100
+    page = [
+        nodes for nodes in the_plan(app, statements, "runs") if nodes[0]["Node Type"] == "Limit"
+    ]
+    assert_uses(page, index)
+    # At most an incremental sort of equal keys (ix_runs_updated and ix_runs_name end
+    # before the id), never a sort of every run.
+    assert not [node for node in page[0] if node["Node Type"] == "Sort"]
+
+
+def test_archived_runs_are_found_by_ix_runs_archived(app):
+    with captured(app) as statements:
+        runs = app.state.client.get("/api/v1/runs", params={"archived": "true"}).json()
+    assert runs["total"] == 0
+    assert_uses(the_plan(app, statements, "runs"), "ix_runs_archived")

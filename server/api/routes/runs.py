@@ -44,6 +44,7 @@ from callboard.server.store.db import json_dumps
 from callboard.server.store.export import epochs_csv
 from callboard.server.store.models import Project, Run
 from callboard.server.store.run_edits import delete_run, edit_run
+from callboard.server.store.run_listing import archive_filter
 from callboard.server.store.run_writes import UidTaken, create_run
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -118,9 +119,7 @@ def list_runs(
     if principal.project is not None:
         check_project(principal, project or principal.project)
         project = principal.project
-    query = select(Run).where(
-        Run.archived_at.is_not(None) if archived else Run.archived_at.is_(None)
-    )
+    query = select(Run).where(archive_filter(archived))
     if name is not None:
         query = query.where(Run.name == name)
     if project is not None:
