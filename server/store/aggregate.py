@@ -7,16 +7,17 @@ population standard deviation, min, max and count (`group_stats`).
 
 Aligned on steps, a run's bucket means come from the rollups (`finite_sum`,
 `finite_points`): the grid's edges fall on rollup edges, so a bucket reads a
-few rollups instead of every point. Short ranges (buckets under the narrowest
-rollup), series without rollups and epoch alignment read the points, grouped
-in SQL.
+few rollups instead of every point. Short ranges (buckets of at most
+`NARROW_WIDTH` steps) and series without rollups read the points, grouped in
+SQL; aligned on epochs, each series' points are summed per epoch in SQL.
+Values beyond ±1e300 (`SUMMABLE_LIMIT`) are left out like infinities.
 """
 
 import functools
 import math
 from typing import NamedTuple
 
-from sqlalchemy import BigInteger, Double, bindparam, cast, func, select
+from sqlalchemy import BigInteger, Double, bindparam, case, cast, func, select
 
 from callboard.server.store.models import ROLLUP_WIDTHS, MetricPoint, MetricRollup
 from callboard.server.store.rollups import SUMMABLE_LIMIT
@@ -73,42 +74,37 @@ def _bind_int(name):
     return bindparam(name, type_=BigInteger)
 
 
-def _points_where(axis):
-    x = getattr(MetricPoint, axis)
-    where = [MetricPoint.run_id == bindparam("run_id"), MetricPoint.key == bindparam("key")]
-    return x, [*where, x.is_not(None)] if axis == "epoch" else where
+SERIES = (MetricPoint.run_id == bindparam("run_id"), MetricPoint.key == bindparam("key"))
+SUMMABLE = MetricPoint.value.between(
+    bindparam("lowest", type_=Double), bindparam("highest", type_=Double)
+)
+LIMITS = {"lowest": -SUMMABLE_LIMIT, "highest": SUMMABLE_LIMIT}
 
 
 @functools.cache
-def _extent(axis):
-    """The series' first and last x. Steps come off the ends of the (run, key, step) index
-    (`ORDER BY ... LIMIT 1`: PostgreSQL may scan a series for MIN/MAX); epochs are scanned."""
-    x, where = _points_where(axis)
-    if axis == "epoch":
-        return select(func.min(x), func.max(x)).where(*where)
-    first = select(x).where(*where).order_by(x).limit(1).scalar_subquery()
-    last = select(x).where(*where).order_by(x.desc()).limit(1).scalar_subquery()
+def _step_extent():
+    """The series' first and last step, off the ends of the (run, key, step) index
+    (`ORDER BY ... LIMIT 1`: PostgreSQL may plan MIN/MAX as a scan of the series)."""
+    step = MetricPoint.step
+    first = select(step).where(*SERIES).order_by(step).limit(1).scalar_subquery()
+    last = select(step).where(*SERIES).order_by(step.desc()).limit(1).scalar_subquery()
     return select(first, last)
 
 
 @functools.cache
-def _means_from_points(axis):
-    """`(bucket, sum, count)` of a series' finite points, per bucket."""
-    x, where = _points_where(axis)
-    bucket = ((x - _bind_int("origin")) // _bind_int("width")).label("bucket")
-    finite = MetricPoint.value.between(
-        bindparam("lowest", type_=Double), bindparam("highest", type_=Double)
-    )
+def _sums_from_points():
+    """`(bucket, sum, count)` of a series' summable points, per bucket of steps."""
+    bucket = ((MetricPoint.step - _bind_int("origin")) // _bind_int("width")).label("bucket")
     return (
         select(bucket, func.sum(MetricPoint.value), func.count(MetricPoint.value))
-        .where(*where, finite)
+        .where(*SERIES, SUMMABLE)
         .group_by(bucket)
     )
 
 
 @functools.cache
-def _means_from_rollups():
-    """`(bucket, sum, count)` of a series' finite points, per bucket, from its rollups."""
+def _sums_from_rollups():
+    """`(bucket, sum, count)` of a series' summable points, per bucket, from its rollups."""
     rollup_width = _bind_int("rollup_width")
     start = MetricRollup.bucket * rollup_width
     bucket = ((start - _bind_int("origin")) // _bind_int("width")).label("bucket")
@@ -127,14 +123,31 @@ def _means_from_rollups():
     )
 
 
+@functools.cache
+def _sums_by_epoch():
+    """`(epoch, sum, count)` of a series' summable points, for every epoch it has a point at."""
+    epoch = MetricPoint.epoch
+    return (
+        select(
+            epoch,
+            func.sum(case((SUMMABLE, MetricPoint.value))),
+            func.count(case((SUMMABLE, 1))),
+        )
+        .where(*SERIES, epoch.is_not(None))
+        .group_by(epoch)
+    )
+
+
 def run_means(connection, run_ids, key, axis, max_buckets):
     """`({run id: {bucket's first x: the run's mean there}}, [run ids without the metric])`.
 
-    `axis` is one of `X_AXES`. Runs whose series has no finite point map to `{}`.
+    `axis` is one of `X_AXES`. Runs whose series has no summable point map to `{}`.
     """
+    if axis == "epoch":
+        return _means_by_epoch(connection, run_ids, key, max_buckets)
     extents, missing = {}, []
     for run_id in run_ids:
-        low, high = connection.execute(_extent(axis), {"run_id": run_id, "key": key}).one()
+        low, high = connection.execute(_step_extent(), {"run_id": run_id, "key": key}).one()
         if low is None:
             missing.append(run_id)
         else:
@@ -143,24 +156,49 @@ def run_means(connection, run_ids, key, axis, max_buckets):
         return {}, missing
     low = min(found[0] for found in extents.values())
     high = max(found[1] for found in extents.values())
-    grid = bucket_grid(low, high, max_buckets, ROLLUP_WIDTHS if axis == "step" else ())
-    values = {"key": key, "origin": grid.origin, "width": grid.width}
+    grid = bucket_grid(low, high, max_buckets)
+    values = {"key": key, "origin": grid.origin, "width": grid.width, **LIMITS}
     means = {}
     for run_id in extents:
         rows = []
         if grid.rollup_width is not None:
             rows = connection.execute(
-                _means_from_rollups(),
+                _sums_from_rollups(),
                 {**values, "run_id": run_id, "rollup_width": grid.rollup_width},
             ).all()
-        if not rows:  # a short range, epochs, or a series stored without rollups
-            rows = connection.execute(
-                _means_from_points(axis),
-                {**values, "run_id": run_id, "lowest": -SUMMABLE_LIMIT, "highest": SUMMABLE_LIMIT},
-            ).all()
+        if not rows:  # a short range, or a series stored without rollups
+            rows = connection.execute(_sums_from_points(), {**values, "run_id": run_id}).all()
         means[run_id] = {
             grid.start(bucket): total / count for bucket, total, count in rows if count
         }
+    return means, missing
+
+
+def _means_by_epoch(connection, run_ids, key, max_buckets):
+    """`run_means` by epoch: one scan of each series, its epochs bucketed here (a series
+    has few epochs; no rollup is kept by epoch)."""
+    sums, missing = {}, []
+    for run_id in run_ids:
+        rows = connection.execute(_sums_by_epoch(), {"run_id": run_id, "key": key, **LIMITS})
+        rows = rows.all()
+        if rows:
+            sums[run_id] = rows
+        else:
+            missing.append(run_id)
+    if not sums:
+        return {}, missing
+    low = min(row[0] for rows in sums.values() for row in rows)
+    high = max(row[0] for rows in sums.values() for row in rows)
+    grid = bucket_grid(low, high, max_buckets, rollup_widths=())
+    means = {}
+    for run_id, rows in sums.items():
+        buckets = {}
+        for epoch, total, count in rows:
+            if count:
+                found = buckets.setdefault(grid.start((epoch - grid.origin) // grid.width), [0, 0])
+                found[0] += total
+                found[1] += count
+        means[run_id] = {x: total / count for x, (total, count) in buckets.items()}
     return means, missing
 
 
