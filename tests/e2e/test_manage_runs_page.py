@@ -130,6 +130,23 @@ def test_delete_asks_first_then_the_run_and_its_data_go(live_server, page):
     assert httpx.get(f"{root}/api/v1/runs/{run_id}/events").status_code == 404
 
 
+def test_a_run_page_holds_one_stream_and_hears_of_its_run_deleted_elsewhere(live_server, page):
+    # The Manage block opened a second stream of the run: with the alerts' long-poll, each run
+    # page held three of the browser's six connections to the server, so a third open run
+    # page left a fourth one waiting.
+    root = live_server.root
+    run_id = create_run(root, unique("watched"), project="managed")
+    streams = []
+    page.on("request", lambda request: "/stream" in request.url and streams.append(request.url))
+    open_run(page, root, run_id)
+    page.wait_for_selector("#live-status[data-state=live]")
+    assert len(streams) == 1, streams
+    httpx.delete(f"{root}/api/v1/runs/{run_id}").raise_for_status()
+    expect(page.locator("#manage-message")).to_have_text("This run was deleted.", timeout=WAIT_MS)
+    assert page.locator("#manage-panel").get_attribute("data-deleted") == "true"
+    assert all("404" in error for error in page.problems.errors)  # asking for the gone run
+
+
 def test_a_control_session_edits_with_its_csrf_token_a_read_session_cannot(secured, page):  # noqa: F811
     server, tokens = secured
     run_id = running_run(server, tokens, unique("signed-in"))

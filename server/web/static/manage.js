@@ -1,9 +1,8 @@
 // The run page's Manage block: rename, tags, the note (Markdown the server renders safely),
 // archive / restore, delete. Every change, made here or anywhere else, shows live.
 
-import { ApiError, apiUrl, deleteJSON, getJSON, pageUrl, patchJSON } from "./api.js";
+import { ApiError, deleteJSON, getJSON, pageUrl, patchJSON } from "./api.js";
 import { element } from "./format.js";
-import { subscribe } from "./live.js";
 
 const runId = Number(document.body.dataset.runId);
 let run = JSON.parse(document.body.dataset.run);
@@ -107,7 +106,8 @@ deleteButton?.addEventListener("click", async () => {
   }
 });
 
-// The run's own changes only (no events: they start after any id there can be).
-const source = subscribe(apiUrl(`/runs/${runId}/stream`, { after: Number.MAX_SAFE_INTEGER }), { onRun: show });
-source.addEventListener("error", checkGone);
+// The run page's one stream (run.js) brings the run's changes (`show`) and its errors
+// (`checkGone`): a second stream per page would hold a second of the browser's six
+// connections to the server, and three open run pages would stall a fourth page.
+export { checkGone, show as showRunChange };
 panel.dataset.ready = "true";

@@ -8,6 +8,7 @@ import { pointsFor } from "./charts.js";
 import { CommandPanel } from "./commands.js";
 import { refreshAgo, setAgo, setStatus } from "./format.js";
 import { batcher, subscribe } from "./live.js";
+import { checkGone, showRunChange } from "./manage.js";
 import { Progress } from "./progress.js";
 import { StopControl } from "./stop.js";
 import { Timeline } from "./timeline.js";
@@ -117,15 +118,19 @@ let ready = false;
 const early = [];
 const enqueue = batcher(applyEvents);
 
-subscribe(apiUrl(`/runs/${runId}/stream`, { after: streamAfter }), {
+const stream = subscribe(apiUrl(`/runs/${runId}/stream`, { after: streamAfter }), {
   onEvent: (event) => {
     commands.notice(event);
     alerts.notice(event);
     if (ready) enqueue(event);
     else early.push(event);
   },
-  onRun: showRun,
+  onRun: (summary) => {
+    showRun(summary);
+    showRunChange(summary);
+  },
 });
+stream.addEventListener("error", checkGone); // a deleted run ends its stream
 
 /** Draw every chart, each as soon as its series arrive; return `{key: API series}`. */
 async function loadSeries() {
