@@ -96,7 +96,9 @@ def test_x_axis_switches_on_the_run_page_live_and_from_its_url(live_server, page
     page.select_option("#x-mode", "epoch")
     page.check("#log-scale")
     page.wait_for_function("() => document.querySelector('.chart').layout.yaxis.type === 'log'")
-    assert view_of(page) == {"x": "epoch", "log": "1"}
+    page.fill("#smoothing", "0.3")
+    page.wait_for_function("() => new URL(location.href).searchParams.get('smooth') === '0.3'")
+    assert view_of(page) == {"x": "epoch", "log": "1", "smooth": "0.3"}
     page.goto(f"{root}/runs/{run_id}?x=relative&log=1&smooth=0.5")
     wait_ready(page)
     x, y, kind, _ = page.evaluate(FIRST_TRACE, "loss")

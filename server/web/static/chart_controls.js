@@ -31,8 +31,9 @@ export function bindChartControls(apply, view = CHART_VIEW) {
   });
   smoothing.addEventListener("input", () => {
     output.value = Number(smoothing.value).toFixed(2);
-    writeView({ smooth: Number(smoothing.value) }, CHART_VIEW);
     apply({ smoothing: Number(smoothing.value) });
   });
+  // Into the URL once the slider is let go: browsers refuse a burst of history changes.
+  smoothing.addEventListener("change", () => writeView({ smooth: Number(smoothing.value) }, CHART_VIEW));
   return { xMode: xSelect.value, log: log.checked, smoothing: Number(smoothing.value) };
 }
