@@ -23,6 +23,7 @@ const controls = {
   value: document.getElementById("value-select"),
 };
 const groupHint = document.getElementById("group-hint");
+const problem = document.getElementById("chart-problem");
 const view = readView({ ...CHART_VIEW, ...COMPARE_VIEW });
 let options = { xMode: "step", log: false, smoothing: 0 };
 let runs = [];
@@ -102,7 +103,14 @@ async function draw() {
   chartBox.setAttribute("aria-busy", "true");
   delete body.dataset.chartsReady;
   groupHint.hidden = true;
-  const next = key ? await (view.group ? drawGroups(key, turn) : drawOverlay(key, turn)) : null;
+  problem.hidden = true;
+  let next = null;
+  try {
+    next = key ? await (view.group ? drawGroups(key, turn) : drawOverlay(key, turn)) : null;
+  } catch (error) {
+    problem.textContent = `Could not draw ${key}: ${error.message}`;
+    problem.hidden = false;
+  }
   if (turn !== drawing) {
     next?.remove(); // a newer draw started meanwhile
     return;

@@ -20,14 +20,14 @@ const VIRIDIS = [
   [253, 231, 37],
 ];
 
-/** `{a: {b: 1}, c: [1, 2]}` → `{"a.b": 1, "c": "[1,2]"}`: numbers stay numbers, else text. */
+/** `{a: {b: 1}, c: [1, 2], d: "x"}` → `{"a.b": 1, "c": "[1,2]", "d": "x"}`: numbers and text stay. */
 export function flattenConfig(config, prefix = "") {
   const flat = {};
   for (const [key, value] of Object.entries(config ?? {})) {
     const path = prefix + key;
     if (value !== null && typeof value === "object" && !Array.isArray(value)) {
       Object.assign(flat, flattenConfig(value, `${path}.`));
-    } else flat[path] = typeof value === "number" ? value : JSON.stringify(value);
+    } else flat[path] = typeof value === "number" || typeof value === "string" ? value : JSON.stringify(value);
   }
   return flat;
 }
