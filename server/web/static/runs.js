@@ -1,4 +1,5 @@
-// The runs page: the filtered list, kept live by /api/v1/stream; sparklines; compare picks.
+// The runs page: the filtered list, a page at a time, kept live by /api/v1/stream (changed
+// runs, and deleted ones: `removed`); sparklines; compare picks.
 
 import { apiUrl, getJSON, pageUrl } from "./api.js";
 import { element, formatValue, refreshAgo, setAgo, setStatus } from "./format.js";
@@ -122,10 +123,11 @@ function show(runs, live) {
     if (!entry || entry.run.epochs_done !== run.epochs_done || JSON.stringify(entry.run.last) !== JSON.stringify(run.last)) {
       changed.push(run.id);
     }
-    if (entry) {
-      entry.run = run;
+    if (!entry) entry = add(run, live);
+    else if (JSON.stringify(entry.run) !== JSON.stringify(run)) {
+      entry.run = run; // a row is written again only when its run changed
       fill(entry);
-    } else entry = add(run, live);
+    }
     const here = tbody.children[index] ?? null;
     if (here !== entry.tr) tbody.insertBefore(entry.tr, here);
   });
@@ -180,5 +182,6 @@ function showError(error) {
 setInterval(refreshAgo, 1000); // the page's one timer: every "updated N ago" counts on
 
 form.elements.archived.checked = new URLSearchParams(window.location.search).get("archived") === "true";
-subscribe(apiUrl("/stream", { after: document.body.dataset.now }), { onRun: liveChange });
+const runsStream = subscribe(apiUrl("/stream", { after: document.body.dataset.now }), { onRun: liveChange });
+runsStream.addEventListener("removed", liveChange); // runs were deleted: their rows go
 ask();
