@@ -8,6 +8,7 @@ import statistics
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+from playwright.sync_api import expect
 from pytest import approx
 
 from .test_dashboard import assert_clean, create_run
@@ -243,3 +244,17 @@ def test_parallel_coordinates_filter_runs_by_dragging_an_axis(live_server, page)
     )
     assert page.evaluate("() => document.body.dataset.groups") == "2"
     assert_clean(page)
+
+
+def test_a_link_with_a_grouping_the_server_refuses_says_why(live_server, page):
+    # A hand-edited link: the aggregate answers 422; the page waited forever for its chart.
+    root = live_server.root
+    runs = grouped_runs(root)
+    ids = ",".join(map(str, runs))
+    page.goto(f"{root}/compare?ids={ids}&metric=val_loss&group=bogus")
+    wait_ready(page)
+    expect(page.locator("#chart-problem")).to_contain_text("Could not draw val_loss: ")
+    assert page.locator("#chart-problem").is_visible()
+    page.select_option("#group-select", "config.lr")  # a good choice draws again
+    page.wait_for_function("() => document.body.dataset.groups === '2'", timeout=WAIT_MS)
+    expect(page.locator("#chart-problem")).to_be_hidden()
