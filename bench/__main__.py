@@ -27,6 +27,7 @@ BENCHMARKS = {
     "capacity": "bench.capacity",
     "rules": "bench.rules",
     "aggregate": "bench.aggregate",
+    "many_runs": "bench.many_runs",
 }
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
