@@ -70,6 +70,12 @@ ATTEMPTS = (
     ),
     ("run.js before plotly.js, plotly.js `defer` (without: 1.29 / 0.53)", 1.31, 0.47, "no: noise"),
     (
+        "scattergl (WebGL) traces for the series, software GL here (without: 1.90 / 0.70)",
+        2.63,
+        1.54,
+        "no: slower",
+    ),
+    (
         "plotly.js-cartesian-dist-min 4.1.1 (1.5 MB): on npm, no PyPI package ships it",
         1.16,
         0.48,
