@@ -70,6 +70,12 @@ ATTEMPTS = (
     ),
     ("run.js before plotly.js, plotly.js `defer` (without: 1.29 / 0.53)", 1.31, 0.47, "no: noise"),
     (
+        "plotly.js's script in <head> with fetchpriority=high (without: 1.84 / 0.80)",
+        1.81,
+        0.77,
+        "no: noise",
+    ),
+    (
         "run.js sends the 20 series requests before the rest of its start-up (two runs: "
         "1.48 / 0.74 against 1.41 / 0.85, then 1.36 / 0.72 against 1.34 / 0.71)",
         1.36,
