@@ -173,6 +173,7 @@ def compare_page(
         "compare.html",
         principal,
         runs=runs,
+        details=[run_detail(run).model_dump(mode="json") for run in runs],  # for compare.js
         candidates=candidates,
         chosen=chosen,
         differences=differences,

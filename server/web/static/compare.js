@@ -12,6 +12,7 @@ import { element } from "./format.js";
 import { ParallelView, differingKeys, flattenConfig } from "./parallel.js";
 import { readView, writeView } from "./viewstate.js";
 
+const OVERLAID_AT_FULL_DETAIL = 8;
 const COMPARE_VIEW = { metric: "", group: "", band: "std", value: "best", filter: "" };
 const body = document.body;
 const ids = body.dataset.ids.split(",").filter(Boolean).map(Number);
@@ -57,9 +58,18 @@ const parallel = new ParallelView(document.getElementById("parallel-chart"), {
   },
 });
 
+/**
+ * Points to ask of each run's series: one per pixel up to eight runs, fewer beyond (every
+ * bucket still keeps its min and max), so 50 overlaid runs load and draw in a fraction.
+ */
+function pointsPerRun(count) {
+  const full = pointsFor(chartBox.clientWidth);
+  return count <= OVERLAID_AT_FULL_DETAIL ? full : Math.max(200, Math.round((full * OVERLAID_AT_FULL_DETAIL) / count));
+}
+
 async function drawOverlay(key, turn) {
   const shown = runs.filter((run) => kept.includes(run.id));
-  const maxPoints = pointsFor(chartBox.clientWidth);
+  const maxPoints = pointsPerRun(shown.length);
   const answers = await Promise.all(
     shown.map((run) => (run.metrics.includes(key) ? getJSON(metricPath(run.id, key), { max_points: maxPoints }) : null)),
   );
@@ -155,7 +165,7 @@ function bindControl(name, onChange) {
 }
 
 async function start() {
-  runs = await Promise.all(ids.map((id) => getJSON(`/runs/${id}`)));
+  runs = JSON.parse(body.dataset.runs); // as the server rendered the page: no request per run
   const keys = [...new Set(runs.flatMap((run) => run.metrics))].sort();
   const first = keys.includes(view.metric) ? view.metric : body.dataset.mainMetric || keys[0] || "";
   fillSelect(controls.metric, keys.map((key) => [key, key]), first);
@@ -170,10 +180,15 @@ async function start() {
   });
   bindControl("band", draw);
   bindControl("value", drawParallel);
-  extremes = (await getJSON("/extremes", { ids: ids.join(",") })).runs;
-  showBest(document.getElementById("best-table"), runs, extremes);
-  await drawParallel();
-  await draw();
+  const best = getJSON("/extremes", { ids: ids.join(",") }).then((answer) => {
+    extremes = answer.runs;
+    showBest(document.getElementById("best-table"), runs, extremes);
+  });
+  if (view.filter) {
+    await best; // the filter in the URL decides which runs the chart draws
+    await drawParallel();
+    await draw();
+  } else await Promise.all([draw(), best.then(drawParallel)]);
 }
 
 document.getElementById("show-same").addEventListener("change", (event) => {
