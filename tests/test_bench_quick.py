@@ -21,6 +21,8 @@ TITLES = {
     "postgres": "## PostgreSQL vs SQLite",
     "capacity": "## Capacity: live runs one server holds",
     "rules": "## Rules: ingest with 20 active rules",
+    "aggregate": "## Aggregate: one metric of 20 runs",
+    "many_runs": "## Many runs: the runs page of",
 }
 
 
