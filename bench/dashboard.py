@@ -46,6 +46,7 @@ BATCH = Settings().max_values_per_request // len(KEYS)
 LOAD_TARGET_S = 1.5
 WARM_TARGET_S = 0.8
 LIVE_TARGET_MS = 100.0
+PREVIOUS_COLD_S, PREVIOUS_WARM_S = 2.32, 0.979  # docs/benchmarks.md before issue 15
 
 # Issue 15's attempts at a faster first load (see the report's last table): cold and
 # warm medians of interleaved A/B runs, measured once on 2026-12-07; not re-measured.
@@ -259,6 +260,10 @@ def run(quick=False):
         _row("POST → all 10 charts drawn, p95 (ms)", percentile(all_ms, 95)),
     ]
     report.notes = [
+        f"Before issue 15 (this table at 55d48db): cold {PREVIOUS_COLD_S} s, warm "
+        f"{PREVIOUS_WARM_S} s; the issue measured 3.1 s and 1.1 s. Now cold {median_cold:.2f} s "
+        f"({median_cold / PREVIOUS_COLD_S:.0%} of before), warm {median_warm:.2f} s "
+        f"({median_warm / PREVIOUS_WARM_S:.0%}).",
         f"{len(KEYS)} metrics × {points:,} epochs ({len(KEYS) * points:,} points), "
         f"ingested through the events API in {ingest_s:.1f} s; the page drew "
         f"{drawn:,} points (the server downsamples to about one point per pixel of width, "
