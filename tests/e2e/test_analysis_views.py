@@ -127,12 +127,18 @@ def grouped_runs(root):
     return runs
 
 
-def test_compare_groups_runs_into_mean_and_band_and_reopens_from_the_url(live_server, page):
-    root = live_server.root
+def open_grouped_runs(page, root, view=""):
+    """`grouped_runs` on the compare page (with `view` added to its URL): `(runs, ids)`."""
     runs = grouped_runs(root)
     ids = ",".join(map(str, runs))
-    page.goto(f"{root}/compare?ids={ids}&metric=val_loss")
+    page.goto(f"{root}/compare?ids={ids}&metric=val_loss{view}")
     wait_ready(page)
+    return runs, ids
+
+
+def test_compare_groups_runs_into_mean_and_band_and_reopens_from_the_url(live_server, page):
+    root = live_server.root
+    runs, ids = open_grouped_runs(page, root)
     assert page.evaluate("() => document.body.dataset.traces") == "8"  # 4 runs × (line, raw)
 
     page.select_option("#group-select", "config.lr")
@@ -201,10 +207,7 @@ def drag_over_axis(page, index, low, high):
 
 def test_parallel_coordinates_filter_runs_by_dragging_an_axis(live_server, page):
     root = live_server.root
-    runs = grouped_runs(root)
-    ids = ",".join(map(str, runs))
-    page.goto(f"{root}/compare?ids={ids}&metric=val_loss")
-    wait_ready(page)
+    runs, ids = open_grouped_runs(page, root)
     page.wait_for_selector("#parallel-chart .scatterlayer .trace", timeout=WAIT_MS)
     labels = page.evaluate(
         "() => document.getElementById('parallel-chart').layout.annotations"
@@ -249,10 +252,7 @@ def test_parallel_coordinates_filter_runs_by_dragging_an_axis(live_server, page)
 def test_a_link_with_a_grouping_the_server_refuses_says_why(live_server, page):
     # A hand-edited link: the aggregate answers 422; the page waited forever for its chart.
     root = live_server.root
-    runs = grouped_runs(root)
-    ids = ",".join(map(str, runs))
-    page.goto(f"{root}/compare?ids={ids}&metric=val_loss&group=bogus")
-    wait_ready(page)
+    open_grouped_runs(page, root, "&group=bogus")
     expect(page.locator("#chart-problem")).to_contain_text("Could not draw val_loss: ")
     assert page.locator("#chart-problem").is_visible()
     page.select_option("#group-select", "config.lr")  # a good choice draws again

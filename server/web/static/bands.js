@@ -2,8 +2,9 @@
 // (± one standard deviation, or min–max), from the server's /aggregate answer.
 /* global Plotly */
 
-import { PALETTE, PLOT_CONFIG, baseLayout, ema, plotlyReady, plotlyText, themeUpdate, themedCharts } from "./charts.js";
+import { PALETTE, PLOT_CONFIG, ThemedChart, baseLayout, plotlyReady, plotlyText } from "./charts.js";
 import { element } from "./format.js";
+import { ema } from "./smoothing.js";
 
 /** "#1f77b4" at opacity `alpha` as CSS rgba(). */
 function withAlpha(hex, alpha) {
@@ -42,17 +43,15 @@ export function groupTraces(group, index, { band, smoothing }) {
   ];
 }
 
-export class BandChart {
+export class BandChart extends ThemedChart {
   /** A chart of `answer` (GET /aggregate) with `band` ("std" or "minmax"), `log` and `smoothing`. */
   constructor(container, answer, { title, xTitle, band, log, smoothing }) {
+    super(element("div", { className: "chart chart-wide" }));
     this.answer = answer;
     this.look = { title, xTitle, band, log, smoothing };
-    this.div = element("div", { className: "chart chart-wide" });
     this.div.setAttribute("role", "img");
     this.div.setAttribute("aria-label", `Chart of ${title}, runs grouped by ${answer.group_by}`);
     container.append(this.div);
-    themedCharts.add(this);
-    this.drawn = false;
   }
 
   async draw() {
@@ -63,15 +62,5 @@ export class BandChart {
     layout.xaxis.tickmode = "auto";
     await Plotly.react(this.div, traces, layout, PLOT_CONFIG);
     this.drawn = true;
-  }
-
-  applyTheme() {
-    if (this.drawn) Plotly.relayout(this.div, themeUpdate());
-  }
-
-  remove() {
-    themedCharts.delete(this);
-    if (this.drawn) Plotly.purge(this.div);
-    this.div.remove();
   }
 }

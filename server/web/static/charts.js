@@ -4,6 +4,7 @@
 
 import { toNumber } from "./api.js";
 import { element } from "./format.js";
+import { Ema } from "./smoothing.js";
 
 export const PALETTE = [
   "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
@@ -55,27 +56,6 @@ export function flatSpan(min, max) {
   if (!(min <= max) || size === 0 || max - min > size * 1e-6) return null;
   const middle = (min + max) / 2;
   return [middle - size / 10, middle + size / 10];
-}
-
-/** TensorBoard's smoothing: an exponential moving average, debiased for its first points. */
-export class Ema {
-  constructor(weight) {
-    this.weight = weight;
-    this.last = 0;
-    this.count = 0;
-  }
-
-  next(value) {
-    if (value === null) return null;
-    this.last = this.last * this.weight + (1 - this.weight) * value;
-    this.count += 1;
-    return this.last / (1 - this.weight ** this.count);
-  }
-}
-
-export function ema(values, weight) {
-  const state = new Ema(weight);
-  return values.map((value) => state.next(value));
 }
 
 function cssVar(name) {
@@ -136,21 +116,40 @@ export function baseLayout({ title, xTitle, xType = "linear", log = false }) {
   return mergeDotted(layout, themeUpdate());
 }
 
-export const themedCharts = new Set(); // every chart that follows the light/dark preference
+const themedCharts = new Set(); // every chart on the page: they follow the light/dark preference
 window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
   for (const chart of themedCharts) chart.applyTheme();
 });
+
+/** A plotly chart in `div` that follows the page's light or dark theme; `remove()` frees it. */
+export class ThemedChart {
+  constructor(div) {
+    this.div = div;
+    this.drawn = false;
+    themedCharts.add(this);
+  }
+
+  applyTheme() {
+    if (this.drawn) Plotly.relayout(this.div, themeUpdate());
+  }
+
+  remove() {
+    themedCharts.delete(this);
+    if (this.drawn) Plotly.purge(this.div);
+    this.div.remove();
+  }
+}
 
 /**
  * One chart: several series (e.g. loss and val_loss, or one run each), each drawn as a
  * main trace (smoothed when smoothing > 0) and a faint raw trace shown while smoothing.
  */
-export class MetricChart {
+export class MetricChart extends ThemedChart {
   constructor(container, { title, xTitle, before = null, xMode = "step" }) {
+    super(element("div", { className: "chart" }));
     this.title = title;
     this.xTitle = xTitle; // what the server's steps count: "epoch", "step", "batch", "sample"
     this.xMode = xMode;
-    this.div = element("div", { className: "chart" });
     this.div.setAttribute("role", "img");
     this.div.setAttribute("aria-label", `Chart of ${title}`);
     container.insertBefore(this.div, before);
@@ -158,11 +157,9 @@ export class MetricChart {
     this.byKey = new Map();
     this.smoothing = 0;
     this.log = false;
-    this.drawn = false;
     this.pending = new Map();
     this.yMin = Infinity; // extremes of every finite value drawn, for flatSpan
     this.yMax = -Infinity;
-    themedCharts.add(this);
   }
 
   /**
@@ -379,15 +376,6 @@ export class MetricChart {
     if (this.drawn) await Plotly.relayout(this.div, { "yaxis.type": on ? "log" : "linear" });
   }
 
-  applyTheme() {
-    if (this.drawn) Plotly.relayout(this.div, themeUpdate());
-  }
-
-  remove() {
-    themedCharts.delete(this);
-    if (this.drawn) Plotly.purge(this.div);
-    this.div.remove();
-  }
 }
 
 /**

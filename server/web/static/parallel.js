@@ -7,7 +7,7 @@
 // compiles with `new Function`, which the dashboard's Content-Security-Policy forbids.
 /* global Plotly */
 
-import { PLOT_CONFIG, plotlyReady, plotlyText, themeUpdate, themedCharts } from "./charts.js";
+import { PLOT_CONFIG, ThemedChart, plotlyReady, plotlyText, themeUpdate } from "./charts.js";
 import { formatValue } from "./format.js";
 
 const FADED = 0.12;
@@ -83,16 +83,14 @@ function viridis(t) {
   return `rgb(${mix.join(", ")})`;
 }
 
-export class ParallelView {
+export class ParallelView extends ThemedChart {
   /** `onFilter(ids, filter)`: the runs inside every box, and the boxes by axis key in its terms. */
   constructor(div, { onFilter }) {
-    this.div = div;
+    super(div);
     this.onFilter = onFilter;
     this.axes = [];
     this.ids = [];
     this.constraints = {}; // axis key → [low, high] in positions 0 … 1 along the axis
-    this.drawn = false;
-    themedCharts.add(this);
   }
 
   /**
@@ -206,10 +204,5 @@ export class ParallelView {
     this.drawn = false;
     this.constraints = {};
     this.onFilter(this.ids, {});
-  }
-
-  applyTheme() {
-    const theme = themeUpdate();
-    if (this.drawn) Plotly.relayout(this.div, { paper_bgcolor: theme.paper_bgcolor, "font.color": theme["font.color"] });
   }
 }
