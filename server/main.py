@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
 
 from callboard.server.api.deps import run_not_found
 from callboard.server.api.fast_path import direct_route
@@ -141,6 +142,14 @@ def create_app(settings=None):
     app.add_exception_handler(RequestValidationError, validation_error_answer)
     # The last added runs first: clean event posts (`ingest_lane`), then headers on every
     # answer, Host, cross-site, size.
+    # Innermost: answers over 1 KB go gzipped to clients that ask (a chart's series shrinks to a
+    # quarter); not server-sent events, nor scripts: plotly.js comes gzipped already, with its
+    # own Vary (`web/bundle.py`), and the page's modules are small and cached.
+    app.add_middleware(
+        GZipMiddleware,
+        minimum_size=1024,
+        exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, "text/javascript"),
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(HostAllowList, allowed_hosts=settings.allowed_hosts)
