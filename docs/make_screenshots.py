@@ -21,7 +21,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 OUT = Path(__file__).resolve().parent / "screenshots"
 
 
-def train(root, name, hidden, learning_rate, epochs, seed=0):
+def train(root, name, hidden, learning_rate, epochs, seed=0, project="screenshots"):
     """A small binary classifier, reporting every epoch and every 10 batches."""
     import keras
     import numpy as np
@@ -53,7 +53,7 @@ def train(root, name, hidden, learning_rate, epochs, seed=0):
             RemoteMonitor(
                 root=root,
                 run=name,
-                project="screenshots",
+                project=project,
                 batch_frequency=10,
                 tags=["mlp", f"h{hidden}"],
                 config={
@@ -103,7 +103,8 @@ def shoot(root, run_id, compare_ids, seeds_ids):
             page.wait_for_selector("body[data-charts-ready=true]")
             page.wait_for_selector("#best-table tbody tr")
             page.screenshot(path=OUT / f"compare{suffix}.png", full_page=True)
-            # Three seeds of each setting: grouped by learning rate, mean ± std bands.
+            # Three seeds of each setting (a project the plateau rule leaves alone): grouped by
+            # learning rate, mean ± std bands.
             ids = ",".join(map(str, seeds_ids))
             page.goto(f"{root}/compare?ids={ids}&metric=val_loss&group=config.learning_rate")
             page.wait_for_selector("body[data-charts-ready=true]")
@@ -131,7 +132,8 @@ def main():
             ids = [run["id"] for run in runs]
             for learning_rate in (1e-3, 1e-2):
                 for seed in (1, 2, 3):
-                    train(root, f"h32-lr{learning_rate:g}-seed{seed}", 32, learning_rate, 20, seed)
+                    name = f"h32-lr{learning_rate:g}-seed{seed}"
+                    train(root, name, 32, learning_rate, 20, seed, project="seeds")
             runs = httpx.get(f"{root}/api/v1/runs", params={"sort": "oldest"}).json()["runs"]
             shoot(root, ids[-1], ids, [run["id"] for run in runs][len(ids) :])
         finally:
