@@ -13,10 +13,10 @@ import math
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import Response
-from markdown_it import MarkdownIt
 from pydantic import BaseModel, BeforeValidator, Field
 from sqlalchemy.orm import defer
 
+from callboard.server.api.notes import note_html
 from callboard.server.api.schemas import RunStatus
 from callboard.server.auth import ROLES
 from callboard.server.control import control_state
@@ -219,21 +219,6 @@ def run_detail(run):
         control=control_state(run),
         note_html=note_html(run.note),
     )
-
-
-# CommonMark with raw HTML off (written out as text) and no images (nothing loads from
-# elsewhere); links to `javascript:` and the like stay text (markdown-it's `validateLink`).
-NOTE_MARKDOWN = MarkdownIt("commonmark", {"html": False}).disable("image")
-
-
-def note_html(note):
-    """A run's Markdown note as HTML safe to show as it is; None for no note.
-
-    Example:
-        >>> note_html("**lr** 3e-4 <script>x</script>")
-        '<p><strong>lr</strong> 3e-4 &lt;script&gt;x&lt;/script&gt;</p>\n'
-    """
-    return NOTE_MARKDOWN.render(note) if note else None
 
 
 # --- events and metrics ----------------------------------------------------------------------
