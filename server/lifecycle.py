@@ -16,10 +16,14 @@ from callboard.server.store.run_writes import RUNS, add_server_event, lock_run, 
 SWEPT = (RUNS.c.id, RUNS.c.source, RUNS.c.updated_at, RUNS.c.stop_acknowledged_at)
 # The statuses of runs whose client is expected to keep sending (events or heartbeats).
 HEARD_STATUSES = ("running", "paused")
+# Runs one sweep marks at most: each batch is one short write, so thousands of runs gone
+# silent at once (a cluster restart) never hold the writer for seconds.
+SWEEP_BATCH = 200
 
 
-def mark_silent_runs(connection, changed, lost_after_seconds, now=None):
-    """Mark running (or paused) runs silent for `lost_after_seconds`; return their ids.
+def mark_silent_runs(connection, changed, lost_after_seconds, now=None, limit=SWEEP_BATCH):
+    """Mark up to `limit` running (or paused) runs silent for `lost_after_seconds`; return
+    their ids (as many as `limit`: sweep again, more may be silent).
 
     Work for `RunWrites.write`. Runs fed by our client send heartbeats, so
     silence means the process is gone: `lost`. Runs fed by the stock Keras
@@ -31,6 +35,7 @@ def mark_silent_runs(connection, changed, lost_after_seconds, now=None):
     silent = connection.execute(
         select(*SWEPT)
         .where(RUNS.c.status.in_(HEARD_STATUSES), RUNS.c.updated_at < now - lost_after_seconds)
+        .limit(limit)
         .with_for_update(skip_locked=True, of=RUNS)
     ).all()
     for run in silent:

@@ -42,7 +42,7 @@ from callboard.server.http.middleware import (
 )
 from callboard.server.http.prometheus import RequestMetrics, ServerMetrics
 from callboard.server.http.rate_limit import RateLimiter
-from callboard.server.lifecycle import mark_silent_runs
+from callboard.server.lifecycle import SWEEP_BATCH, mark_silent_runs
 from callboard.server.live import make_hub
 from callboard.server.rules.deliveries import WebhookSender
 from callboard.server.rules.engine import RuleEngine
@@ -63,7 +63,8 @@ async def _sweep_forever(app):
         await asyncio.sleep(settings.sweep_interval_seconds)
         sweep = functools.partial(mark_silent_runs, lost_after_seconds=settings.lost_after_seconds)
         try:
-            await app.state.run_writes.write(sweep)
+            while len(await app.state.run_writes.write(sweep)) == SWEEP_BATCH:
+                pass  # a full batch: the next one at once, each its own short write
         except OperationalError as exc:
             log.warning("could not check for silent runs: %s", exc)
 

@@ -12,7 +12,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from callboard.server.lifecycle import mark_silent_runs
+from callboard.server.lifecycle import SWEEP_BATCH, mark_silent_runs
 from callboard.server.live.hub import RUNS_CHANNEL, commands_channel, run_channel
 from callboard.server.main import create_app
 from callboard.server.settings import Settings
@@ -123,6 +123,26 @@ def test_the_sweep_and_a_reviving_heartbeat_are_published_alike(api, settings, m
         lambda: api.post(f"/api/v1/runs/{run_id}/heartbeat").json()
     )
     assert beat == {"status": "running"} and jobs == 1 and published == [changed(run_id)]
+
+
+def test_runs_gone_silent_together_are_marked_in_short_writes(api, settings, monkeypatch):
+    # One sweep marked every silent run in one transaction: thousands of runs lost at once
+    # (a cluster restart) held the writer, and every other write, for seconds.
+    batches = []
+
+    def recorded(*args, **kwargs):
+        marked = mark_silent_runs(*args, **kwargs)
+        batches.append(len(marked))
+        return marked
+
+    monkeypatch.setattr("callboard.server.main.mark_silent_runs", recorded)
+    settings.lost_after_seconds = 3600.0
+    ids = [create_run(api, f"silent-{i}") for i in range(SWEEP_BATCH + 5)]
+    settings.lost_after_seconds = 0.0  # every one of them is silent at the next sweep
+    wait_for(lambda: sum(batches) == len(ids))
+    assert max(batches) == SWEEP_BATCH  # the first batch, then the rest at once
+    statuses = {api.get(f"/api/v1/runs/{run_id}").json()["status"] for run_id in ids}
+    assert statuses == {"lost"}
 
 
 @pytest.fixture(scope="module")
