@@ -26,6 +26,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from callboard.backoff import backoff_delay
+from callboard.server.rules.webhook_targets import LINK_LOCAL, resolves_link_local
 from callboard.server.store.models import RuleFiring, WebhookDelivery
 
 log = logging.getLogger("callboard.server.webhooks")
@@ -307,13 +308,14 @@ class WebhookSender:
     async def _deliver(self, delivery):
         """Post `delivery` once and store what came of it; never raises (but when cancelled)."""
         attempt = delivery.attempts + 1
+        final = False
         try:
-            status, error = await asyncio.wait_for(self._post(delivery), self.timeout)
+            status, error, final = await asyncio.wait_for(self._attempt(delivery), self.timeout)
         except (asyncio.TimeoutError, httpx.TimeoutException):
             status, error = None, f"timed out after {self.timeout:g} s"
         except Exception as exc:
             status, error = None, _failure(exc)
-        values = self._outcome(status, error, attempt)
+        values = self._outcome(status, error, attempt, final)
         try:
             await self.writer.run(
                 functools.partial(_record, delivery_id=delivery.id, attempt=attempt, values=values)
@@ -324,6 +326,13 @@ class WebhookSender:
         retry_in = values.get("next_attempt_at", math.inf) - time.time()
         if retry_in < IDLE_WAIT:  # due before the next look: look then (a hair after it is due)
             asyncio.get_running_loop().call_later(max(retry_in, 0) + 0.01, self.wake)
+
+    async def _attempt(self, delivery):
+        """`(status, error, final)` of one attempt: refused before any post (and for good) when
+        the URL's host name now resolves to a link-local address."""
+        if await resolves_link_local(delivery.url):
+            return None, LINK_LOCAL, True
+        return (*await self._post(delivery), False)
 
     async def _post(self, delivery):
         """`(status, error)` of one POST: error None on a 2xx, else the status and the answer's
@@ -345,8 +354,9 @@ class WebhookSender:
                 return response.status_code, None
             return response.status_code, _one_line(f"HTTP {response.status_code}: {answer}")
 
-    def _outcome(self, status, error, attempt):
-        """The columns attempt `attempt` leaves: delivered, failed, or due again later."""
+    def _outcome(self, status, error, attempt, final=False):
+        """The columns attempt `attempt` leaves: delivered, failed (at once when `final`), or
+        due again later."""
         now = time.time()
         if error is None:
             return {
@@ -356,7 +366,9 @@ class WebhookSender:
                 "last_error": None,
             }
         values = {"last_status": status, "last_error": error}
-        final = status is not None and 400 <= status < 500 and status not in RETRIED_CLIENT_ERRORS
+        final = final or (
+            status is not None and 400 <= status < 500 and status not in RETRIED_CLIENT_ERRORS
+        )
         if final or attempt >= self.max_attempts:
             return {**values, "state": "failed"}
         delay = backoff_delay(attempt, first=self.first_backoff, most=MOST_BACKOFF)

@@ -1,4 +1,5 @@
-"""Where a webhook may not post: this server itself, and link-local addresses.
+"""Where a webhook may not post: this server itself, and link-local addresses (named in the
+URL when a rule is added, or a host name resolving to one when a post is due).
 
 A webhook at the server would have it post alerts to its own API: at best a
 loop, at worst a way to make it call routes on someone's behalf. Link-local
@@ -12,7 +13,9 @@ Example:
     'a webhook may not point at a link-local address (cloud metadata answers there)'
 """
 
+import asyncio
 import ipaddress
+import socket
 from urllib.parse import urlsplit
 
 from callboard.urls import effective_port
@@ -84,3 +87,18 @@ def refused_target(url, request, public_url=None):
     if request is not None and points_at_this_server(url, request, public_url):
         return "a webhook may not point at this Callboard server itself"
     return None
+
+
+async def resolves_link_local(url):
+    """True when `url`'s host is a name that resolves to a link-local address (a name for the
+    cloud metadata service, e.g. `metadata.google.internal`). Checked before each post: an
+    address in the URL was checked when the rule was added, a name's addresses may change."""
+    host, port = _host_and_port(url)
+    if not host or _address(host) is not None:
+        return False
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False  # unresolvable: the post fails and says so
+    addresses = (_address(info[4][0].split("%")[0]) for info in found)
+    return any(address is not None and address.is_link_local for address in addresses)

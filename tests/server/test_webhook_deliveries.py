@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import time
 import types
 
@@ -318,6 +319,36 @@ def test_a_database_error_is_logged_and_the_next_round_goes_on(database, receive
     with caplog.at_level(logging.WARNING, logger="callboard.server.webhooks"):
         asyncio.run(scenario())
     assert len(receiver.received("/hook")) == 1
+
+
+def test_a_name_that_resolves_to_a_link_local_address_is_refused_before_any_post(
+    database, receiver, monkeypatch
+):
+    # A rule's URL is checked when it is added, but a name (metadata.google.internal) is only
+    # an address once resolved, and its addresses may change: each post resolves it first.
+    real = socket.getaddrinfo
+    names = {"metadata.test": "169.254.169.254"}
+
+    def resolve(host, *args, **kwargs):
+        return real(names.get(host, host), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    firing_id, _ = new_firing(database)
+    port = receiver.url("/").split(":")[2].split("/")[0]
+
+    async def scenario():
+        async with sending(database, max_attempts=3, first_backoff=0.02) as sender:
+            metadata = await queue(sender, firing_id, 0, "http://metadata.test/computeMetadata/v1")
+            alerts = await queue(sender, firing_id, 1, f"http://localhost:{port}/hook")
+            await until(settled(database, metadata, "failed"), "refused")
+            await until(settled(database, alerts, "delivered"), "delivered")
+            return metadata
+
+    metadata = asyncio.run(scenario())
+    row = delivery_log(database)[metadata]
+    assert row.items() >= {"attempts": 1, "last_status": None}.items()  # final: no retry
+    assert "link-local" in row["last_error"]
+    assert len(receiver.received("/hook")) == 1  # a name of a loopback receiver still delivers
 
 
 def test_cut_url_examples_hold():
