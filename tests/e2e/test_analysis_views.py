@@ -246,6 +246,14 @@ def test_parallel_coordinates_filter_runs_by_dragging_an_axis(live_server, page)
         "want => document.body.dataset.shownRuns === want", arg=",".join(map(str, big))
     )
     assert page.evaluate("() => document.body.dataset.groups") == "2"
+
+    # A box where no run is keeps none: no group to draw, and nothing to complain about
+    # (the page asked the server to aggregate no runs, and showed its 422).
+    drag_over_axis(page, 1, 0.3, 0.7)  # seeds are 1 and 2: nothing between
+    page.wait_for_function("() => document.body.dataset.shownRuns === ''", timeout=WAIT_MS)
+    page.wait_for_function("() => document.body.dataset.groups === '0'", timeout=WAIT_MS)
+    wait_ready(page)
+    expect(page.locator("#chart-problem")).to_be_hidden()
     assert_clean(page)
 
 

@@ -97,7 +97,8 @@ async function drawGroups(key, turn) {
     max_points: pointsFor(chartBox.clientWidth),
   };
   const same = JSON.stringify(query) === aggregated.query;
-  const answer = same ? aggregated.answer : await getJSON("/aggregate", query);
+  const none = { groups: [], x_axis: query.x, group_by: view.group }; // the filter kept no run
+  const answer = same ? aggregated.answer : kept.length ? await getJSON("/aggregate", query) : none;
   aggregated = { query: JSON.stringify(query), answer };
   if (turn !== drawing) return null;
   groupHint.hidden = !byTime; // groups align on steps or epochs, not on time
