@@ -23,6 +23,7 @@ from callboard.server.metric_keys import main_metric
 from callboard.server.rules.spec import METRIC_CONDITIONS, WATCHED_STATUSES
 from callboard.server.rules.wording import WORDING, action_in_words, condition_in_words
 from callboard.server.store.models import RUN_STATUSES, Event, Project, Run
+from callboard.server.store.run_listing import archive_filter
 from callboard.server.web import bundle, login
 from callboard.server.web.login import PageReader
 from callboard.server.web.templating import STATIC_DIR, templates
@@ -186,7 +187,7 @@ def compare_page(
 def recent_runs(session, principal):
     """The newest `RECENT_CANDIDATES` runs `principal` sees (a project token: its project's),
     read off `ix_runs_created` or `ix_runs_project_created`, however many runs there are."""
-    query = select(Run).options(*SUMMARY_ONLY).where(Run.archived_at.is_(None))
+    query = select(Run).options(*SUMMARY_ONLY).where(archive_filter(archived=False))
     if principal.project is not None:
         project_id = select(Project.id).where(Project.name == principal.project)
         query = query.where(Run.project_id == project_id.scalar_subquery())
